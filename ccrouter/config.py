@@ -1,0 +1,609 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The configuration file: YAML text in, one frozen L{Config} snapshot out.
+
+Everything here is pure: the caller reads the file and passes the text, the
+source name used in messages, and the environment used for C{${NAME}}
+expansion.  Every problem is reported as a L{ConfigError} naming the file,
+the line and the dotted key path, because a user who mistypes C{uptream:}
+must be told so rather than have the key silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+from attrs import field, frozen
+
+from ccrouter.routing import ModelPattern
+
+DEFAULT_UPSTREAM_URL = "https://api.anthropic.com"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+_T = TypeVar("_T")
+
+
+class ConfigError(Exception):
+    """
+    A configuration problem, located as precisely as the YAML allows.
+
+    C{str()} gives the one-line form users see:
+    C{config.yaml:14: routes[1].upstream.auth.value: <what is wrong>}.
+    """
+
+    def __init__(self, source: str, line: int | None, key: str, problem: str):
+        self.source = source
+        self.line = line
+        self.key = key
+        self.problem = problem
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        if self.key:
+            return f"{where}: {self.key}: {self.problem}"
+        return f"{where}: {self.problem}"
+
+
+@frozen
+class Auth:
+    """
+    The credential ccrouter adds for an upstream, replacing the client's own.
+
+    @ivar header: The header name, e.g. C{x-api-key} or C{authorization}.
+    @ivar value: The secret; kept out of C{repr} so it cannot reach a log line.
+    """
+
+    header: str
+    value: str = field(repr=False)
+
+
+@frozen
+class Timeouts:
+    """
+    Per-phase limits, in seconds, for one upstream exchange.
+
+    @ivar connect: Name resolution, TCP and TLS set-up.
+    @ivar headers: From sending a non-streaming request to its response headers.
+    @ivar streamHeaders: The same for a request with C{"stream": true}.
+    @ivar idle: The longest silence allowed between two body chunks.
+    """
+
+    connect: float = 5.0
+    headers: float = 600.0
+    streamHeaders: float = 60.0
+    idle: float = 300.0
+
+    def forHeaders(self, streaming: bool) -> float:
+        return self.streamHeaders if streaming else self.headers
+
+
+@frozen
+class Upstream:
+    """
+    A provider endpoint requests can be sent to.
+
+    @ivar name: How logs and errors refer to it (never a secret).
+    @ivar scheme: C{http} or C{https}.
+    @ivar host: Host name or IPv4 address.
+    @ivar port: TCP port.
+    @ivar basePath: Path prefix kept in front of every request path, without a
+        trailing slash (C{/api/anthropic}), or empty.
+    @ivar auth: The credential to add, or L{None}.
+    @ivar forwardsClientCredentials: Whether the client's own C{authorization}
+        and C{x-api-key} may reach this upstream.  Only the default upstream
+        (Anthropic) without configured C{auth} does.
+    """
+
+    name: str
+    scheme: str
+    host: str
+    port: int
+    basePath: str
+    auth: Auth | None
+    forwardsClientCredentials: bool
+    timeouts: Timeouts
+
+    @property
+    def origin(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        port = "" if self.port == default else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}"
+
+    def urlFor(self, requestTarget: bytes) -> bytes:
+        """
+        The upstream URL for a request's raw origin-form target (path and
+        query, still percent-encoded), which must start with C{/}.
+        """
+        return (self.origin + self.basePath).encode("ascii") + requestTarget
+
+
+@frozen
+class Route:
+    """
+    One routing rule: requests whose model matches go to C{upstream}, with
+    the model renamed to C{model} when that is set.
+
+    @ivar label: Where the rule came from (C{routes[2]}), for logs.
+    """
+
+    pattern: ModelPattern
+    upstream: Upstream
+    model: str | None
+    label: str
+
+
+@frozen
+class ServerSettings:
+    """
+    @ivar listen: Twisted server endpoint strings to listen on.
+    @ivar maxBodyBytes: Request bodies above this are refused with 413.
+    """
+
+    listen: tuple[str, ...]
+    maxBodyBytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@frozen
+class Config:
+    """
+    One immutable snapshot of the configuration.  A reload builds a new one
+    and swaps it whole; requests keep the snapshot they started with.
+    """
+
+    source: str
+    server: ServerSettings
+    default: Upstream
+    routes: tuple[Route, ...]
+    upstreams: tuple[Upstream, ...]
+
+
+def parseConfig(text: str, source: str, environ: Mapping[str, str]) -> Config:
+    """
+    Parse and validate configuration text.
+
+    @param source: The file name used in error messages.
+    @param environ: Where C{${NAME}} references are looked up.
+    @raise ConfigError: On the first problem found.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = None if mark is None else mark.line + 1
+        raise ConfigError(source, line, "", f"invalid YAML: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, None, "", f"invalid YAML: {e}") from None
+    if root is None:
+        root = yaml.MappingNode("tag:yaml.org,2002:map", [])
+    return _ConfigReader(source, environ).read(_Located(root, "", source))
+
+
+def defaultListen(host: str, port: int) -> str:
+    """
+    The endpoint string for C{server.host}/C{server.port}.
+    """
+    if ":" in host:
+        return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
+    return f"tcp:{port}:interface={host}"
+
+
+@frozen
+class _Located:
+    """
+    A YAML node with the dotted key path that reached it.
+    """
+
+    node: yaml.Node
+    key: str
+    source: str
+
+    @property
+    def line(self) -> int:
+        return int(self.node.start_mark.line) + 1
+
+    def error(self, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.line, self.key, problem)
+
+    def child(self, node: yaml.Node, name: str | int) -> _Located:
+        if isinstance(name, int):
+            return _Located(node, f"{self.key}[{name}]", self.source)
+        return _Located(node, f"{self.key}.{name}" if self.key else name, self.source)
+
+
+_ENV_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*\Z")
+_SIZE = re.compile(r"\s*([0-9]+)\s*(B|KiB|MiB|GiB)?\s*\Z")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+_TYPE_NAMES = {
+    "tag:yaml.org,2002:str": "a string",
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:null": "empty",
+    "tag:yaml.org,2002:map": "a mapping",
+    "tag:yaml.org,2002:seq": "a list",
+}
+
+
+def _describe(node: yaml.Node) -> str:
+    return _TYPE_NAMES.get(node.tag, node.tag)
+
+
+@frozen
+class _ConfigReader:
+    """
+    Walks the composed YAML tree, checking each key against the schema.
+    """
+
+    source: str
+    environ: Mapping[str, str]
+
+    def read(self, root: _Located) -> Config:
+        top = self._mapping(
+            root, ("server", "default", "timeouts", "upstreams", "routes")
+        )
+        timeouts = (
+            self._timeouts(top["timeouts"], Timeouts())
+            if "timeouts" in top
+            else Timeouts()
+        )
+        server = self._server(top.get("server"))
+        default = self._default(top.get("default"), timeouts)
+        named = self._namedUpstreams(top.get("upstreams"), timeouts)
+        routes = self._routes(top.get("routes"), default, named, timeouts)
+        return Config(
+            source=self.source,
+            server=server,
+            default=default,
+            routes=routes,
+            upstreams=tuple(named.values()),
+        )
+
+    # Sections
+
+    def _server(self, located: _Located | None) -> ServerSettings:
+        fields = self._mapping(located, ("host", "port", "listen", "max_body_bytes"))
+        host = self._string(fields["host"]) if "host" in fields else DEFAULT_HOST
+        port = (
+            self._integer(fields["port"], 0, 65535)
+            if "port" in fields
+            else DEFAULT_PORT
+        )
+        if "listen" in fields:
+            listen = tuple(
+                self._nonEmptyString(item) for item in self._list(fields["listen"])
+            )
+            if not listen:
+                raise fields["listen"].error("must name at least one endpoint")
+        else:
+            listen = (defaultListen(host, port),)
+        maxBody = (
+            self._size(fields["max_body_bytes"])
+            if "max_body_bytes" in fields
+            else DEFAULT_MAX_BODY_BYTES
+        )
+        return ServerSettings(listen=listen, maxBodyBytes=maxBody)
+
+    def _default(self, located: _Located | None, timeouts: Timeouts) -> Upstream:
+        if located is None:
+            return self._upstreamFromParts(
+                "default", DEFAULT_UPSTREAM_URL, None, None, None, timeouts, True
+            )
+        fields = self._mapping(located, ("url", "auth", "timeouts"))
+        return self._upstreamFromFields(
+            located, fields, "default", timeouts, forwardsClientCredentials=True
+        )
+
+    def _namedUpstreams(
+        self, located: _Located | None, timeouts: Timeouts
+    ) -> dict[str, Upstream]:
+        named: dict[str, Upstream] = {}
+        for name, item in self._mapping(located, None).items():
+            if name == "default":
+                raise item.error("'default' is reserved for the default upstream")
+            fields = self._mapping(item, ("url", "auth", "timeouts"))
+            named[name] = self._upstreamFromFields(
+                item, fields, name, timeouts, forwardsClientCredentials=False
+            )
+        return named
+
+    def _routes(
+        self,
+        located: _Located | None,
+        default: Upstream,
+        named: Mapping[str, Upstream],
+        timeouts: Timeouts,
+    ) -> tuple[Route, ...]:
+        if located is None:
+            return ()
+        routes = []
+        for item in self._list(located):
+            fields = self._mapping(item, ("match", "model", "upstream"))
+            if "match" not in fields:
+                raise item.error("a route needs 'match' (a model name pattern)")
+            match = self._nonEmptyString(fields["match"])
+            model = self._nonEmptyString(fields["model"]) if "model" in fields else None
+            upstream = default
+            if "upstream" in fields:
+                upstream = self._routeUpstream(fields["upstream"], named, timeouts)
+            routes.append(
+                Route(
+                    pattern=ModelPattern.parse(match),
+                    upstream=upstream,
+                    model=model,
+                    label=item.key,
+                )
+            )
+        return tuple(routes)
+
+    def _routeUpstream(
+        self, located: _Located, named: Mapping[str, Upstream], timeouts: Timeouts
+    ) -> Upstream:
+        if isinstance(located.node, yaml.ScalarNode) and located.node.tag.endswith(
+            ":str"
+        ):
+            name = self._string(located)
+            if name == "default":
+                raise located.error("leave 'upstream' out to use the default upstream")
+            if name not in named:
+                raise located.error(
+                    f"no upstream named {name!r} under 'upstreams'"
+                    + _suggestion(name, named)
+                )
+            return named[name]
+        fields = self._mapping(located, ("url", "auth", "timeouts"))
+        if "url" not in fields:
+            raise located.error("an upstream needs 'url'")
+        host = urlsplit(self._string(fields["url"])).hostname or "upstream"
+        return self._upstreamFromFields(
+            located, fields, host, timeouts, forwardsClientCredentials=False
+        )
+
+    # Upstreams
+
+    def _upstreamFromFields(
+        self,
+        located: _Located,
+        fields: Mapping[str, _Located],
+        name: str,
+        timeouts: Timeouts,
+        forwardsClientCredentials: bool,
+    ) -> Upstream:
+        if "url" not in fields:
+            raise located.error("an upstream needs 'url'")
+        auth = self._auth(fields["auth"]) if "auth" in fields else None
+        if "timeouts" in fields:
+            timeouts = self._timeouts(fields["timeouts"], timeouts)
+        return self._upstreamFromParts(
+            name,
+            self._string(fields["url"]),
+            fields["url"],
+            auth,
+            fields.get("auth"),
+            timeouts,
+            forwardsClientCredentials and auth is None,
+        )
+
+    def _upstreamFromParts(
+        self,
+        name: str,
+        url: str,
+        urlField: _Located | None,
+        auth: Auth | None,
+        authField: _Located | None,
+        timeouts: Timeouts,
+        forwardsClientCredentials: bool,
+    ) -> Upstream:
+        def problem(text: str) -> ConfigError:
+            if urlField is None:
+                return ConfigError(self.source, None, "default.url", text)
+            return urlField.error(text)
+
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as e:
+            raise problem(f"not a valid URL: {e}") from None
+        if parts.scheme not in ("http", "https"):
+            raise problem(f"{url!r} must start with http:// or https://")
+        if not parts.hostname:
+            raise problem(f"{url!r} has no host")
+        if parts.username is not None or parts.password is not None:
+            raise problem("credentials in the URL are not allowed; use 'auth'")
+        if parts.query or parts.fragment:
+            raise problem("a base URL cannot have a query or fragment")
+        if ":" in parts.hostname:
+            raise problem(
+                "IPv6 literal hosts are not supported; use a host name such as"
+                " localhost"
+            )
+        if not url.isascii():
+            raise problem("use the ASCII (punycode) form of the URL")
+        return Upstream(
+            name=name,
+            scheme=parts.scheme,
+            host=parts.hostname,
+            port=port or (443 if parts.scheme == "https" else 80),
+            basePath=parts.path.rstrip("/"),
+            auth=auth,
+            forwardsClientCredentials=forwardsClientCredentials,
+            timeouts=timeouts,
+        )
+
+    def _auth(self, located: _Located) -> Auth:
+        fields = self._mapping(located, ("header", "value"))
+        for required in ("header", "value"):
+            if required not in fields:
+                raise located.error(f"'auth' needs '{required}'")
+        header = self._string(fields["header"])
+        if not _HEADER_NAME.match(header):
+            raise fields["header"].error(f"{header!r} is not a valid header name")
+        if header.lower() == "host":
+            raise fields["header"].error("cannot replace the Host header")
+        value = self._string(fields["value"])
+        if not value:
+            raise fields["value"].error("must not be empty")
+        if any(c in value for c in "\r\n\0"):
+            raise fields["value"].error("must not contain line breaks or NUL")
+        return Auth(header=header, value=value)
+
+    def _timeouts(self, located: _Located, base: Timeouts) -> Timeouts:
+        names = {
+            "connect": "connect",
+            "headers": "headers",
+            "stream_headers": "streamHeaders",
+            "idle": "idle",
+        }
+        fields = self._mapping(located, tuple(names))
+        values = {names[key]: self._duration(item) for key, item in fields.items()}
+        return Timeouts(
+            connect=values.get("connect", base.connect),
+            headers=values.get("headers", base.headers),
+            streamHeaders=values.get("streamHeaders", base.streamHeaders),
+            idle=values.get("idle", base.idle),
+        )
+
+    # Node shapes
+
+    def _mapping(
+        self, located: _Located | None, allowed: tuple[str, ...] | None
+    ) -> dict[str, _Located]:
+        """
+        The fields of a mapping, each checked against C{allowed} (any key
+        when L{None}).  An absent or empty section is an empty mapping.
+        """
+        if located is None or _isNull(located.node):
+            return {}
+        if not isinstance(located.node, yaml.MappingNode):
+            raise located.error(f"expected a mapping, found {_describe(located.node)}")
+        fields: dict[str, _Located] = {}
+        for keyNode, valueNode in located.node.value:
+            keyAt = _Located(keyNode, located.key, located.source)
+            if not (
+                isinstance(keyNode, yaml.ScalarNode) and keyNode.tag.endswith(":str")
+            ):
+                raise keyAt.error(f"keys must be strings, found {_describe(keyNode)}")
+            name = str(keyNode.value)
+            if allowed is not None and name not in allowed:
+                raise located.child(keyNode, name).error(
+                    f"unknown key {name!r}"
+                    + _suggestion(name, allowed, everything=True)
+                )
+            if name in fields:
+                raise located.child(keyNode, name).error("duplicate key")
+            fields[name] = located.child(valueNode, name)
+        return fields
+
+    def _list(self, located: _Located) -> Iterator[_Located]:
+        if _isNull(located.node):
+            return iter(())
+        if not isinstance(located.node, yaml.SequenceNode):
+            raise located.error(f"expected a list, found {_describe(located.node)}")
+        return (
+            located.child(node, index) for index, node in enumerate(located.node.value)
+        )
+
+    def _scalar(self, located: _Located, tags: tuple[str, ...], what: str) -> str:
+        node = located.node
+        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(tags):
+            raise located.error(f"expected {what}, found {_describe(node)}")
+        return str(node.value)
+
+    def _string(self, located: _Located) -> str:
+        raw = self._scalar(located, (":str",), "a string")
+        return self._expand(located, raw)
+
+    def _nonEmptyString(self, located: _Located) -> str:
+        value = self._string(located)
+        if not value.strip():
+            raise located.error("must not be empty")
+        return value
+
+    def _integer(self, located: _Located, low: int, high: int) -> int:
+        value = _construct(located, int, self._scalar(located, (":int",), "an integer"))
+        if not low <= value <= high:
+            raise located.error(f"must be between {low} and {high}")
+        return value
+
+    def _duration(self, located: _Located) -> float:
+        raw = self._scalar(
+            located, (":int", ":float", ":str"), "a duration such as 30, 1.5 or '10m'"
+        )
+        match = _DURATION.match(self._expand(located, raw))
+        if not match:
+            raise located.error(
+                f"{raw!r} is not a duration (seconds, or a number with ms, s, m or h)"
+            )
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        if seconds <= 0:
+            raise located.error("must be more than zero")
+        return seconds
+
+    def _size(self, located: _Located) -> int:
+        raw = self._scalar(
+            located, (":int", ":str"), "a size such as 33554432 or '32MiB'"
+        )
+        match = _SIZE.match(self._expand(located, raw))
+        if not match:
+            raise located.error(f"{raw!r} is not a size (bytes, or KiB, MiB, GiB)")
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if size <= 0:
+            raise located.error("must be more than zero")
+        return size
+
+    def _expand(self, located: _Located, raw: str) -> str:
+        """
+        Replace C{${NAME}} with the environment variable; C{$${NAME}} is a
+        literal C{${NAME}}.
+        """
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(1):
+                return "${" + match.group(2) + "}"
+            name = match.group(2)
+            if not _ENV_NAME.match(name):
+                raise located.error(
+                    f"${{{name}}} is not a valid environment variable name"
+                )
+            value = self.environ.get(name)
+            if value is None:
+                raise located.error(f"environment variable {name} is not set")
+            if value == "":
+                raise located.error(f"environment variable {name} is empty")
+            return value
+
+        return _ENV_REFERENCE.sub(substitute, raw)
+
+
+def _isNull(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+
+
+def _construct(located: _Located, kind: Callable[[str], _T], raw: str) -> _T:
+    try:
+        return kind(raw.replace("_", ""))
+    except ValueError:
+        raise located.error(f"{raw!r} is not valid") from None
+
+
+def _suggestion(
+    name: str, choices: Mapping[str, object] | tuple[str, ...], everything: bool = False
+) -> str:
+    options = list(choices)
+    close = difflib.get_close_matches(name, options, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if everything and options:
+        return f"; expected one of: {', '.join(options)}"
+    return ""

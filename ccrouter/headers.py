@@ -1,0 +1,95 @@
+# -*- test-case-name: tests.test_headers -*-
+"""
+Which headers cross the proxy, in each direction, and which credential the
+upstream receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.web.http_headers import Headers
+
+from ccrouter.config import Upstream
+
+#: Meaningful only for one connection (RFC 9110 section 7.6.1), plus the
+#: non-standard Proxy-Connection some clients still send.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+#: The headers Claude Code carries the user's Anthropic credential in.
+CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
+
+#: Recomputed for the upstream hop rather than copied: the Agent derives Host
+#: from the URL (so SNI and Host agree) and writes its own framing, Twisted has
+#: already answered any Expect, and Accept-Encoding is pinned to identity so
+#: streams arrive uncompressed and can be relayed event by event.
+_RECOMPUTED_UPSTREAM = frozenset(
+    {b"host", b"content-length", b"expect", b"accept-encoding"}
+)
+
+
+def connectionTokens(headers: Headers) -> frozenset[bytes]:
+    """
+    The lower-cased header names listed in C{Connection}, which are
+    hop-by-hop too.
+    """
+    tokens = set()
+    for value in headers.getRawHeaders(b"connection", ()):
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                tokens.add(token)
+    return frozenset(tokens)
+
+
+def _copyExcept(source: Headers, drop: Iterable[bytes]) -> Headers:
+    dropped = frozenset(drop)
+    copied = Headers()
+    for name, values in source.getAllRawHeaders():
+        if name.lower() not in dropped:
+            copied.setRawHeaders(name, list(values))
+    return copied
+
+
+def upstreamRequestHeaders(client: Headers, upstream: Upstream) -> Headers:
+    """
+    The headers to send upstream for a client request.
+
+    The client's credentials reach only an upstream that
+    L{forwards them<Upstream.forwardsClientCredentials>}; an upstream with
+    configured C{auth} receives that credential and nothing the client sent
+    under the same name.
+    """
+    drop = set(HOP_BY_HOP | _RECOMPUTED_UPSTREAM | connectionTokens(client))
+    if not upstream.forwardsClientCredentials:
+        drop |= CLIENT_CREDENTIALS
+    if upstream.auth is not None:
+        drop.add(upstream.auth.header.lower().encode("ascii"))
+    headers = _copyExcept(client, drop)
+    if upstream.auth is not None:
+        headers.setRawHeaders(
+            upstream.auth.header.encode("ascii"), [upstream.auth.value.encode("utf-8")]
+        )
+    return headers
+
+
+def clientResponseHeaders(upstream: Headers) -> Headers:
+    """
+    The upstream response headers to relay to the client: all but the
+    hop-by-hop ones.  The body is relayed verbatim, so C{Content-Length} and
+    C{Content-Encoding} stay true.
+    """
+    return _copyExcept(upstream, HOP_BY_HOP | connectionTokens(upstream))

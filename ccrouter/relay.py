@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+The body-delivery protocol: relays an upstream response body to the client
+chunk by chunk, as it arrives.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import (  # type: ignore[attr-defined]
+    PotentialDataLoss,
+    ResponseDone,
+)
+from twisted.web.server import Request
+
+from ccrouter.config import Upstream
+from ccrouter.errors import ProxyError
+from ccrouter.failures import describeBrokenBody
+from ccrouter.sse import EventBoundary
+
+
+class ResponseRelay(Protocol):
+    """
+    Given to C{IResponse.deliverBody}: every chunk is written to the client
+    the moment it is received, with nothing buffered or re-encoded.
+
+    The upstream transport is registered as the client request's producer,
+    so a client that stops reading pauses the upstream socket instead of
+    growing memory.  A silent upstream is cut after the idle timeout.  A body
+    that breaks off ends in a way the client can see: an SSE C{error} event
+    when the stream is between events, otherwise an aborted connection,
+    never a clean end on a truncated body.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        request: Request,
+        upstream: Upstream,
+        eventStream: bool,
+        clock: IReactorTime,
+    ) -> None:
+        self._request = request
+        self._upstream = upstream
+        self._clock = clock
+        self._boundary = EventBoundary() if eventStream else None
+        self._idleCall: IDelayedCall | None = None
+        self._idleExpired = False
+        self._clientGone = False
+        self.bytesRelayed = 0
+
+    def connectionMade(self) -> None:
+        self._request.registerProducer(self._upstreamProducer(), True)
+        self._idleCall = self._clock.callLater(
+            self._upstream.timeouts.idle, self._stopIdleUpstream
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(self._upstream.timeouts.idle)
+        if self._boundary is not None:
+            self._boundary.feed(data)
+        self.bytesRelayed += len(data)
+        self._request.write(data)
+
+    def clientDisconnected(self) -> None:
+        """
+        The client went away: close the upstream connection now rather than
+        let it stream into the void.
+        """
+        self._clientGone = True
+        self._stopUpstream()
+
+    def _stopIdleUpstream(self) -> None:
+        self._idleExpired = True
+        self._stopUpstream()
+
+    def _upstreamProducer(self) -> IPushProducer:
+        # deliverBody hands over a TransportProxyProducer: a push producer
+        # with no other transport methods (no abortConnection).
+        return cast(IPushProducer, self.transport)
+
+    def _stopUpstream(self) -> None:
+        if self.transport is not None:
+            self._upstreamProducer().stopProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        if self._clientGone:
+            return
+        self._request.unregisterProducer()
+        if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):
+            self._request.finish()
+            return
+        if self._idleExpired:
+            problem = (
+                f"upstream {self._upstream.host}:{self._upstream.port} sent nothing"
+                f" for {self._upstream.timeouts.idle:g} s"
+            )
+            error = ProxyError(504, "timeout_error", problem)
+        else:
+            problem = describeBrokenBody(reason, self._upstream)
+            error = ProxyError(502, "api_error", problem)
+        self._log.warn(
+            "response from {upstream} broke off after {relayed} bytes: {problem}",
+            upstream=self._upstream.name,
+            relayed=self.bytesRelayed,
+            problem=problem,
+        )
+        if self._boundary is not None and self._boundary.atBoundary:
+            self._request.write(error.event())
+            self._request.finish()
+        else:
+            self._request.channel.forceAbortClient()

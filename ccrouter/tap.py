@@ -1,0 +1,186 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd ccrouter}: command-line options and the service tree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from importlib.resources import files
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from ccrouter import __version__
+from ccrouter.agents import PooledAgents
+from ccrouter.config import Config, ConfigError, parseConfig
+from ccrouter.proxy import ProxyResource
+from ccrouter.server import ProxySite
+
+DEFAULT_CONFIG_NAME = "<built-in default config>"
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--listen ENDPOINT ...]"
+    longdesc = (
+        "Route Claude Code's Anthropic API requests by model name: pass them"
+        " to Anthropic unchanged or send them to another provider with its own"
+        " key.  Without --config, a built-in config listens on"
+        " 127.0.0.1:8080 and passes everything to https://api.anthropic.com."
+    )
+    optParameters = [
+        ["config", "c", None, "The YAML configuration file."],
+    ]
+    compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.yaml")})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        Listen on a Twisted server endpoint string, e.g.
+        tcp:8080:interface=127.0.0.1 (repeatable; replaces the config's
+        address).
+        """
+        self["listen"].append(endpoint)
+
+    def opt_version(self) -> None:
+        """
+        Print the ccrouter version and exit.
+        """
+        print(f"ccrouter {__version__}")
+        sys.exit(0)
+
+
+def loadConfig(path: str | None, environ: Mapping[str, str]) -> Config:
+    """
+    Read and parse the config file, or the built-in default when C{path} is
+    L{None}.
+
+    @raise ConfigError: If the file cannot be read or is not valid.
+    """
+    if path is None:
+        text = files("ccrouter").joinpath("default-config.yaml").read_text("utf-8")
+        return parseConfig(text, DEFAULT_CONFIG_NAME, environ)
+    try:
+        with open(path, encoding="utf-8") as configFile:
+            text = configFile.read()
+    except OSError as e:
+        raise ConfigError(path, None, "", f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "", "is not UTF-8 text") from None
+    return parseConfig(text, path, environ)
+
+
+def exitAtStartup(message: str) -> SystemExit:
+    """
+    Write one line to the real standard error (twistd has redirected
+    C{sys.stderr} into the log by the time services start) and give the
+    exception that ends the process with status 1.
+    """
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(message + "\n")
+    stream.flush()
+    return SystemExit(1)
+
+
+class ListeningService(Service):
+    """
+    Listens on one endpoint.  Binding happens in C{privilegedStartService},
+    before twistd drops privileges; a failed bind ends the process at start-up
+    with a one-line reason instead of leaving it running without a port.
+    """
+
+    _log = Logger()
+
+    def __init__(self, description: str, endpoint: IStreamServerEndpoint, site: Site):
+        self._description = description
+        self._endpoint = endpoint
+        self._site = site
+        self._port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        outcome: list[IListeningPort | Failure] = []
+        self._endpoint.listen(self._site).addBoth(outcome.append)
+        if not outcome:
+            raise exitAtStartup(
+                f"ccrouter: listening on {self._description} did not complete at once"
+            )
+        if isinstance(outcome[0], Failure):
+            raise exitAtStartup(
+                f"ccrouter: cannot listen on {self._description}:"
+                f" {outcome[0].getErrorMessage()}"
+            )
+        self._port = outcome[0]
+        address = self._port.getHost()
+        if isinstance(address, (IPv4Address, IPv6Address)):
+            host = f"[{address.host}]" if ":" in address.host else address.host
+            self._log.info(
+                "ccrouter {version} listening on http://{host}:{port}",
+                version=__version__,
+                host=host,
+                port=address.port,
+            )
+        else:
+            self._log.info(
+                "ccrouter {version} listening on {address}",
+                version=__version__,
+                address=self._description,
+            )
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is None:
+            return None
+        port, self._port = self._port, None
+        return port.stopListening()
+
+
+def buildRoot(proxy: Resource) -> Resource:
+    """
+    The resource tree: the proxy serves every path that no other resource
+    claims.
+    """
+    return proxy
+
+
+def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    try:
+        config = loadConfig(options["config"], os.environ)
+    except ConfigError as e:
+        raise exitAtStartup(str(e)) from None
+    listen = tuple(options["listen"]) or config.server.listen
+
+    top = MultiService()
+    agents = PooledAgents(reactor)
+    agents.setServiceParent(top)
+    proxy = ProxyResource(lambda: config, agents.agentFor, reactor)
+    site = ProxySite(
+        buildRoot(proxy), lambda: config.server.maxBodyBytes, reactor=reactor
+    )
+    for description in listen:
+        try:
+            endpoint = endpoints.serverFromString(reactor, description)
+        except (ValueError, KeyError, TypeError) as e:
+            raise exitAtStartup(
+                f"ccrouter: invalid listen endpoint {description!r}: {e}"
+            ) from None
+        ListeningService(description, endpoint, site).setServiceParent(top)
+    return top

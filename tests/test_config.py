@@ -1,0 +1,346 @@
+"""
+Tests for L{ccrouter.config}: the seed format, extensions, and errors that
+name file, line and key.  No reactor.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccrouter.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    ConfigError,
+    Timeouts,
+    parseConfig,
+)
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+SEED = """\
+server:
+  host: "127.0.0.1"
+  port: 8080
+default:
+  url: "https://api.anthropic.com"
+routes:
+  - match: "claude-haiku"              # substring of the model name; first match wins
+    upstream:
+      url: "https://api.z.ai/api/anthropic"
+      auth:
+        header: "x-api-key"
+        value: "${Z_AI_API_KEY}"       # environment reference; a missing variable is an error
+"""
+
+
+def readmeExample(marker: str) -> str:
+    """
+    The YAML block in the README that follows the HTML comment C{marker}.
+    """
+    text = README.read_text()
+    match = re.search(
+        r"<!-- " + re.escape(marker) + r" -->\s*```yaml\n(.*?)```", text, re.S
+    )
+    assert match is not None, f"README has no YAML block marked {marker}"
+    return match.group(1)
+
+
+class SeedFormatTests(SynchronousTestCase):
+    def test_readmeShowsTheSeedVerbatim(self) -> None:
+        """
+        The README's first example is the seed configuration, character for
+        character.
+        """
+        self.assertEqual(readmeExample("seed-config"), SEED)
+
+    def test_seedLoads(self) -> None:
+        """
+        The seed configuration loads unchanged, with its environment
+        reference expanded.
+        """
+        config = parseConfig(SEED, "config.yaml", {"Z_AI_API_KEY": "zai-secret"})
+        self.assertEqual(config.server.listen, ("tcp:8080:interface=127.0.0.1",))
+        self.assertEqual(config.default.origin, "https://api.anthropic.com")
+        self.assertTrue(config.default.forwardsClientCredentials)
+        self.assertIsNone(config.default.auth)
+        [route] = config.routes
+        self.assertEqual(route.pattern.text, "claude-haiku")
+        self.assertFalse(route.pattern.isGlob)
+        self.assertEqual(route.upstream.origin, "https://api.z.ai")
+        self.assertEqual(route.upstream.basePath, "/api/anthropic")
+        self.assertEqual(route.upstream.name, "api.z.ai")
+        self.assertFalse(route.upstream.forwardsClientCredentials)
+        assert route.upstream.auth is not None
+        self.assertEqual(route.upstream.auth.header, "x-api-key")
+        self.assertEqual(route.upstream.auth.value, "zai-secret")
+        self.assertIsNone(route.model)
+
+    def test_readmeFullExampleLoads(self) -> None:
+        """
+        The README's complete example is a valid configuration.
+        """
+        config = parseConfig(
+            readmeExample("full-config"),
+            "config.yaml",
+            {"Z_AI_API_KEY": "z", "DEEPSEEK_API_KEY": "d", "KIMI_API_KEY": "k"},
+        )
+        self.assertGreater(len(config.routes), 2)
+
+    def test_emptyFileMeansDefaults(self) -> None:
+        """
+        An empty file listens on 127.0.0.1:8080 and passes everything to
+        Anthropic.
+        """
+        config = parseConfig("", "config.yaml", {})
+        self.assertEqual(config.server.listen, ("tcp:8080:interface=127.0.0.1",))
+        self.assertEqual(config.server.maxBodyBytes, DEFAULT_MAX_BODY_BYTES)
+        self.assertEqual(config.default.origin, "https://api.anthropic.com")
+        self.assertEqual(config.routes, ())
+
+    def test_secretNotInRepr(self) -> None:
+        """
+        The repr of a config, as a careless log line would show it, does not
+        contain the credential.
+        """
+        config = parseConfig(SEED, "config.yaml", {"Z_AI_API_KEY": "zai-CANARY-1"})
+        self.assertNotIn("zai-CANARY-1", repr(config))
+
+
+class ExtensionTests(SynchronousTestCase):
+    def test_modelRewriteAndGlob(self) -> None:
+        """
+        A route may rename the model, and C{match} is a glob when it contains
+        C{*}, C{?} or C{[}.
+        """
+        config = parseConfig(
+            """
+routes:
+  - match: "claude-sonnet-*"
+    model: "glm-4.6"
+  - match: "opus"
+""",
+            "c.yaml",
+            {},
+        )
+        sonnet, opus = config.routes
+        self.assertTrue(sonnet.pattern.isGlob)
+        self.assertEqual(sonnet.model, "glm-4.6")
+        self.assertIs(sonnet.upstream, config.default)
+        self.assertFalse(opus.pattern.isGlob)
+
+    def test_namedUpstreams(self) -> None:
+        """
+        A route can name an upstream defined once under C{upstreams}.
+        """
+        config = parseConfig(
+            """
+upstreams:
+  zai:
+    url: https://api.z.ai/api/anthropic/
+    auth: {header: authorization, value: "Bearer ${K}"}
+routes:
+  - match: haiku
+    upstream: zai
+  - match: sonnet
+    upstream: zai
+""",
+            "c.yaml",
+            {"K": "secret"},
+        )
+        first, second = config.routes
+        self.assertIs(first.upstream, second.upstream)
+        self.assertEqual(first.upstream.name, "zai")
+        self.assertEqual(first.upstream.basePath, "/api/anthropic")
+        assert first.upstream.auth is not None
+        self.assertEqual(first.upstream.auth.value, "Bearer secret")
+
+    def test_listenAndLimits(self) -> None:
+        """
+        C{server.listen} takes endpoint strings; sizes and durations take
+        units.
+        """
+        config = parseConfig(
+            """
+server:
+  listen: ["tcp:9000:interface=127.0.0.1", "unix:/tmp/x.sock"]
+  max_body_bytes: 1MiB
+timeouts:
+  connect: 2
+  idle: 10m
+default:
+  url: http://localhost:4000
+  timeouts:
+    stream_headers: 1500ms
+""",
+            "c.yaml",
+            {},
+        )
+        self.assertEqual(
+            config.server.listen, ("tcp:9000:interface=127.0.0.1", "unix:/tmp/x.sock")
+        )
+        self.assertEqual(config.server.maxBodyBytes, 1024 * 1024)
+        self.assertEqual(
+            config.default.timeouts,
+            Timeouts(connect=2, headers=600, streamHeaders=1.5, idle=600),
+        )
+
+    def test_ipv6Host(self) -> None:
+        """
+        An IPv6 C{server.host} gives a C{tcp6} endpoint with escaped colons.
+        """
+        config = parseConfig("server: {host: '::1', port: 9}", "c.yaml", {})
+        self.assertEqual(config.server.listen, ("tcp6:9:interface=\\:\\:1",))
+
+    def test_literalDollar(self) -> None:
+        """
+        C{$${NAME}} is a literal C{${NAME}}, not an environment reference.
+        """
+        config = parseConfig(
+            "routes: [{match: 'a', upstream: {url: 'http://x', auth: "
+            "{header: x-k, value: 'p$${HOME}q'}}}]",
+            "c.yaml",
+            {},
+        )
+        auth = config.routes[0].upstream.auth
+        assert auth is not None
+        self.assertEqual(auth.value, "p${HOME}q")
+
+
+class ErrorTests(SynchronousTestCase):
+    def assertConfigError(
+        self, text: str, expected: str, environ: dict[str, str] | None = None
+    ) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parseConfig(text, "config.yaml", environ or {})
+        self.assertEqual(str(caught.exception), expected)
+
+    def test_missingEnvironmentVariable(self) -> None:
+        """
+        A missing variable names the file, the line and the key path.
+        """
+        self.assertConfigError(
+            SEED,
+            "config.yaml:12: routes[0].upstream.auth.value:"
+            " environment variable Z_AI_API_KEY is not set",
+        )
+
+    def test_emptyEnvironmentVariable(self) -> None:
+        """
+        An empty variable is an error too: an empty key would only fail later,
+        upstream.
+        """
+        self.assertConfigError(
+            SEED,
+            "config.yaml:12: routes[0].upstream.auth.value:"
+            " environment variable Z_AI_API_KEY is empty",
+            {"Z_AI_API_KEY": ""},
+        )
+
+    def test_typoInKey(self) -> None:
+        """
+        A misspelt key is an error with a suggestion, not silently ignored.
+        """
+        self.assertConfigError(
+            "routes:\n  - match: haiku\n    uptream:\n      url: http://x\n",
+            "config.yaml:3: routes[0].uptream: unknown key 'uptream';"
+            " did you mean 'upstream'?",
+        )
+
+    def test_unknownTopLevelKey(self) -> None:
+        """
+        Unknown keys at the top level list what is allowed.
+        """
+        self.assertConfigError(
+            "server: {}\nfoo: 1\n",
+            "config.yaml:2: foo: unknown key 'foo'; expected one of:"
+            " server, default, timeouts, upstreams, routes",
+        )
+
+    def test_wrongTypes(self) -> None:
+        """
+        Wrong types are named with what was expected and what was found.
+        """
+        self.assertConfigError(
+            "server:\n  port: '8080'\n",
+            "config.yaml:2: server.port: expected an integer, found a string",
+        )
+        self.assertConfigError(
+            "routes:\n  match: x\n",
+            "config.yaml:2: routes: expected a list, found a mapping",
+        )
+        self.assertConfigError(
+            "routes:\n  - match: 5\n",
+            "config.yaml:2: routes[0].match: expected a string, found an integer",
+        )
+        self.assertConfigError(
+            "server:\n  port: 70000\n",
+            "config.yaml:2: server.port: must be between 0 and 65535",
+        )
+
+    def test_badUrls(self) -> None:
+        """
+        Upstream URLs must be http(s) bases without credentials or queries.
+        """
+        cases = {
+            "ftp://x": "'ftp://x' must start with http:// or https://",
+            "https://user:pw@x": "credentials in the URL are not allowed; use 'auth'",
+            "https://x/a?b=c": "a base URL cannot have a query or fragment",
+            "https://[::1]:8/": "IPv6 literal hosts are not supported; use a host"
+            " name such as localhost",
+            "https:///path": "'https:///path' has no host",
+        }
+        for url, problem in cases.items():
+            self.assertConfigError(
+                f"default:\n  url: '{url}'\n", f"config.yaml:2: default.url: {problem}"
+            )
+
+    def test_routeNeedsMatch(self) -> None:
+        self.assertConfigError(
+            "routes:\n  - model: x\n",
+            "config.yaml:2: routes[0]: a route needs 'match' (a model name pattern)",
+        )
+
+    def test_unknownNamedUpstream(self) -> None:
+        self.assertConfigError(
+            "upstreams:\n  zai: {url: 'http://z'}\nroutes:\n  - match: a\n"
+            "    upstream: zia\n",
+            "config.yaml:5: routes[0].upstream: no upstream named 'zia' under"
+            " 'upstreams'; did you mean 'zai'?",
+        )
+
+    def test_authHeaderInjection(self) -> None:
+        """
+        A credential value with a line break could smuggle headers upstream.
+        """
+        self.assertConfigError(
+            "default:\n  url: http://x\n  auth:\n    header: x-api-key\n"
+            '    value: "a\\r\\nHost: evil"\n',
+            "config.yaml:5: default.auth.value: must not contain line breaks or NUL",
+        )
+
+    def test_duplicateKey(self) -> None:
+        self.assertConfigError(
+            "server: {}\nserver: {}\n", "config.yaml:2: server: duplicate key"
+        )
+
+    def test_invalidYaml(self) -> None:
+        """
+        A YAML syntax error gives the line it was found on.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            parseConfig("routes:\n  - match: [unclosed\n", "config.yaml", {})
+        self.assertTrue(str(caught.exception).startswith("config.yaml:3: invalid YAML"))
+
+    def test_topLevelNotMapping(self) -> None:
+        self.assertConfigError(
+            "- a\n", "config.yaml:1: expected a mapping, found a list"
+        )
+
+    def test_badDuration(self) -> None:
+        self.assertConfigError(
+            "timeouts:\n  idle: soon\n",
+            "config.yaml:2: timeouts.idle: 'soon' is not a duration"
+            " (seconds, or a number with ms, s, m or h)",
+        )
