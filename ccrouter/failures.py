@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from OpenSSL import SSL
-from twisted.internet import defer, error
+from twisted.internet import error
 from twisted.python.failure import Failure
 from twisted.web.client import (  # type: ignore[attr-defined]
     RequestNotSent,
@@ -21,20 +21,23 @@ from ccrouter.config import Upstream
 from ccrouter.errors import ProxyError, upstreamTimeout, upstreamUnavailable
 
 
-def describeFailure(
-    failure: Failure, upstream: Upstream, headersTimeout: float
-) -> ProxyError:
+def describeHeadersTimeout(upstream: Upstream, seconds: float) -> ProxyError:
+    """
+    The error for an upstream that sent no response headers in time.
+    """
+    return upstreamTimeout(
+        f"upstream {upstream.host}:{upstream.port} sent no response within"
+        f" {seconds:g} s"
+    )
+
+
+def describeFailure(failure: Failure, upstream: Upstream) -> ProxyError:
     """
     The error to answer with when no response came from C{upstream}.
 
     @param failure: Why the request Deferred failed.
-    @param headersTimeout: The limit that produced a L{defer.TimeoutError}.
     """
     where = f"{upstream.host}:{upstream.port}"
-    if failure.check(defer.TimeoutError):
-        return upstreamTimeout(
-            f"upstream {where} sent no response within {headersTimeout:g} s"
-        )
     if failure.check(error.TimeoutError, error.ConnectingCancelledError):
         return upstreamTimeout(
             f"connecting to upstream {where} timed out after"

@@ -12,9 +12,10 @@ from typing import cast
 from attrs import frozen
 from treq.client import HTTPClient
 from treq.response import _Response
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IConsumer,
+    IDelayedCall,
     IProtocol,
     IPushProducer,
     IReactorTime,
@@ -30,7 +31,7 @@ from zope.interface import implementer
 
 from ccrouter.config import Config, Upstream
 from ccrouter.errors import ProxyError, badRequest
-from ccrouter.failures import describeFailure
+from ccrouter.failures import describeFailure, describeHeadersTimeout
 from ccrouter.headers import clientResponseHeaders, upstreamRequestHeaders
 from ccrouter.relay import ResponseRelay
 from ccrouter.routing import Attempt, Plan, planRequest
@@ -214,6 +215,8 @@ class _Exchange:
         self._clock = clock
         self._sendBody = sendBody
         self._clientGone = False
+        self._timedOut = False
+        self._headersTimer: IDelayedCall | None = None
         self._pending: Deferred[_Response] | None = None
         self._relay: ResponseRelay | None = None
 
@@ -240,10 +243,21 @@ class _Exchange:
             allow_redirects=False,
             unbuffered=True,
         )
-        pending.addTimeout(self._headersTimeout, self._clock)
+        self._headersTimer = self._clock.callLater(
+            self._headersTimeout, self._headersTimedOut
+        )
         self._pending = pending
         pending.addCallbacks(self._gotResponse, self._failedBeforeResponse)
         pending.addErrback(self._bug)
+
+    def _headersTimedOut(self) -> None:
+        self._timedOut = True
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def _stopHeadersTimer(self) -> None:
+        if self._headersTimer is not None and self._headersTimer.active():
+            self._headersTimer.cancel()
 
     def _clientDisconnected(self, reason: Failure) -> None:
         self._clientGone = True
@@ -254,6 +268,7 @@ class _Exchange:
 
     def _gotResponse(self, response: _Response) -> None:
         self._pending = None
+        self._stopHeadersTimer()
         if self._clientGone:
             response.deliverBody(_Discard())
             return
@@ -267,6 +282,12 @@ class _Exchange:
         request.defaultContentType = None
         for name, values in headers.getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, list(values))
+        if isinstance(original.length, int) and request.method != b"HEAD":
+            # Twisted's client keeps Content-Length out of the headers it
+            # hands over; the body is relayed as is, so its length still holds.
+            request.responseHeaders.setRawHeaders(
+                b"content-length", [b"%d" % original.length]
+            )
         contentType = headers.getRawHeaders(b"content-type", [b""])[0]
         eventStream = contentType.split(b";", 1)[0].strip().lower() == (
             b"text/event-stream"
@@ -279,9 +300,13 @@ class _Exchange:
 
     def _failedBeforeResponse(self, failure: Failure) -> None:
         self._pending = None
-        if self._clientGone and failure.check(CancelledError):
+        self._stopHeadersTimer()
+        if self._clientGone:
             return
-        error = describeFailure(failure, self._upstream, self._headersTimeout)
+        if self._timedOut:
+            error = describeHeadersTimeout(self._upstream, self._headersTimeout)
+        else:
+            error = describeFailure(failure, self._upstream)
         self._log.warn(
             "{method} {path} to {upstream} failed: {problem}",
             method=self._request.method.decode("ascii"),
@@ -289,8 +314,7 @@ class _Exchange:
             upstream=self._upstream.name,
             problem=error.message,
         )
-        if not self._clientGone:
-            writeError(self._request, error)
+        writeError(self._request, error)
 
     def _bug(self, failure: Failure) -> None:
         self._log.failure("proxying a request failed unexpectedly", failure)

@@ -6,13 +6,13 @@ message naming the upstream and the cause.
 from __future__ import annotations
 
 from OpenSSL import SSL
-from twisted.internet import defer, error
+from twisted.internet import error
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseNeverReceived
 
 from ccrouter.config import parseConfig
-from ccrouter.failures import describeFailure
+from ccrouter.failures import describeFailure, describeHeadersTimeout
 
 UPSTREAM = parseConfig(
     "default: {url: 'https://api.z.ai/api/anthropic', timeouts: {connect: 7}}",
@@ -22,7 +22,7 @@ UPSTREAM = parseConfig(
 
 
 def describe(exception: BaseException) -> tuple[int, str, str]:
-    error_ = describeFailure(Failure(exception), UPSTREAM, 60)
+    error_ = describeFailure(Failure(exception), UPSTREAM)
     return error_.status, error_.type, error_.message
 
 
@@ -54,8 +54,9 @@ class DescribeFailureTests(SynchronousTestCase):
         )
 
     def test_headersTimeout(self) -> None:
+        timeout = describeHeadersTimeout(UPSTREAM, 60)
         self.assertEqual(
-            describe(defer.TimeoutError()),
+            (timeout.status, timeout.type, timeout.message),
             (
                 504,
                 "timeout_error",

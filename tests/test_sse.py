@@ -60,5 +60,8 @@ class EventBoundaryTests(SynchronousTestCase):
                     st.lists(st.integers(0, len(stream)), max_size=6), label="cuts"
                 )
             )
-            pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+            pieces = [
+                stream[a:b]
+                for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)
+            ]
             self.assertEqual(boundaryAfter(*pieces), expected)
