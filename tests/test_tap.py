@@ -1,0 +1,124 @@
+"""
+Tests for L{ccrouter.tap}: options and the service tree, with a memory
+reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.application.service import IServiceCollection
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccrouter.agents import PooledAgents
+from ccrouter.tap import ListeningService, Options, loadConfig, makeService
+
+
+def parse(*arguments: str) -> Options:
+    options = Options()
+    options.parseOptions(list(arguments))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        options = parse()
+        self.assertIsNone(options["config"])
+        self.assertEqual(options["listen"], [])
+
+    def test_repeatableListen(self) -> None:
+        options = parse("--listen", "tcp:1", "--listen", "unix:/tmp/s", "-c", "x.yaml")
+        self.assertEqual(options["listen"], ["tcp:1", "unix:/tmp/s"])
+        self.assertEqual(options["config"], "x.yaml")
+
+    def test_unknownOption(self) -> None:
+        self.assertRaises(UsageError, parse, "--lisen", "tcp:1")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def service(self, *arguments: str) -> tuple[IServiceCollection, MemoryReactorClock]:
+        reactor = MemoryReactorClock()
+        service = makeService(parse(*arguments), reactor=reactor)
+        assert IServiceCollection.providedBy(service)
+        return service, reactor
+
+    def test_embeddedDefault(self) -> None:
+        """
+        Without --config, the built-in config listens on 127.0.0.1:8080.
+        """
+        service, reactor = self.service()
+        service.privilegedStartService()
+        service.startService()
+        [(port, _, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (8080, "127.0.0.1"))
+        self.assertEqual(
+            loadConfig(None, {}).default.origin, "https://api.anthropic.com"
+        )
+        self.successResultOf(service.stopService())
+
+    def test_listenOverridesConfig(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text("server: {port: 9999}\n")
+        service, reactor = self.service(
+            "--config",
+            str(path),
+            "--listen",
+            "tcp:7001:interface=127.0.0.1",
+            "--listen",
+            "tcp:7002:interface=127.0.0.1",
+        )
+        service.privilegedStartService()
+        self.assertEqual([server[0] for server in reactor.tcpServers], [7001, 7002])
+        kinds = [type(child) for child in service]
+        self.assertEqual(kinds, [PooledAgents, ListeningService, ListeningService])
+
+    def test_invalidConfigExitsWithOneLine(self) -> None:
+        """
+        An invalid config stops start-up with status 1 and one line naming
+        file, line and key, on the real standard error.
+        """
+        path = Path(self.mktemp())
+        path.write_text("routes:\n  - match: x\n    uptream: {}\n")
+        written = self.captureStderr(lambda: self.service("--config", str(path)))
+        self.assertEqual(
+            written,
+            f"{path}:3: routes[0].uptream: unknown key 'uptream';"
+            " did you mean 'upstream'?\n",
+        )
+
+    def test_missingConfigFile(self) -> None:
+        path = self.mktemp()
+        written = self.captureStderr(lambda: self.service("--config", path))
+        self.assertEqual(written, f"{path}: cannot read: No such file or directory\n")
+
+    def test_badEndpoint(self) -> None:
+        written = self.captureStderr(lambda: self.service("--listen", "bogus:1"))
+        self.assertEqual(
+            written,
+            "ccrouter: invalid listen endpoint 'bogus:1': Unknown endpoint type: 'bogus'\n",
+        )
+
+    def captureStderr(self, action: object) -> str:
+        """
+        Run C{action}, which must exit with status 1, and return what it
+        wrote to the process's real standard error.
+        """
+        read, write = os.pipe()
+        saved = os.dup(2)
+        import sys
+
+        original = sys.__stderr__
+        sys.__stderr__ = os.fdopen(write, "w")  # type: ignore[misc]
+        try:
+            with self.assertRaises(SystemExit) as caught:
+                action()  # type: ignore[operator]
+        finally:
+            sys.__stderr__.close()
+            sys.__stderr__ = original  # type: ignore[misc]
+            os.close(saved)
+        self.assertEqual(caught.exception.code, 1)
+        with os.fdopen(read) as pipe:
+            return pipe.read()
