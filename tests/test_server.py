@@ -100,7 +100,7 @@ class BodyLimitTests(ServerHarness):
         self.assertEqual(self.recorder.bodies, [])
 
     def test_bodyAtLimitAccepted(self) -> None:
-        head, body, _ = self.response(
+        head, _body, _ = self.response(
             b"POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n"
             + b"b" * 1000
         )
