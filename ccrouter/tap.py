@@ -15,7 +15,11 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -105,10 +109,17 @@ class ListeningService(Service):
 
     _log = Logger()
 
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint, site: Site):
+    def __init__(
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        site: Site,
+        reactor: IReactorCore,
+    ):
         self._description = description
         self._endpoint = endpoint
         self._site = site
+        self._reactor = reactor
         self._port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
@@ -125,6 +136,16 @@ class ListeningService(Service):
                 f" {outcome[0].getErrorMessage()}"
             )
         self._port = outcome[0]
+
+    def startService(self) -> None:
+        super().startService()
+        # Announced once the reactor runs (signal handlers installed), so the
+        # line means "ready": a supervisor may stop it from then on.
+        self._reactor.callWhenRunning(self._announce)
+
+    def _announce(self) -> None:
+        if self._port is None:
+            return
         address = self._port.getHost()
         if isinstance(address, (IPv4Address, IPv6Address)):
             host = f"[{address.host}]" if ":" in address.host else address.host
@@ -182,5 +203,5 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
             raise exitAtStartup(
                 f"ccrouter: invalid listen endpoint {description!r}: {e}"
             ) from None
-        ListeningService(description, endpoint, site).setServiceParent(top)
+        ListeningService(description, endpoint, site, reactor).setServiceParent(top)
     return top

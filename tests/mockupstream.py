@@ -14,7 +14,6 @@ from attrs import define, field
 from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -132,17 +131,19 @@ def respondEvents(events: list[bytes], spacing: float = 0.0) -> Behaviour:
     def behaviour(request: Request) -> int:
         request.setHeader(b"content-type", b"text/event-stream")
         request.write(b"")
+        remaining = list(events)
 
-        async def send() -> None:
-            for event in events:
-                if spacing:
-                    await deferLater(reactor, spacing, lambda: None)
-                if request._disconnected:
-                    return
-                request.write(event)
-            request.finish()
+        def sendNext() -> None:
+            if not remaining:
+                request.finish()
+                return
+            request.write(remaining.pop(0))
+            pending[0] = reactor.callLater(spacing, sendNext)
 
-        defer.ensureDeferred(send())
+        pending = [reactor.callLater(spacing, sendNext)]
+        request.notifyFinish().addErrback(
+            lambda failure: pending[0].active() and pending[0].cancel()
+        )
         return NOT_DONE_YET
 
     return behaviour
@@ -268,11 +269,7 @@ class _RecordingResource(Resource):
         self._upstream.requests.append(recorded)
         disconnected: defer.Deferred[None] = defer.Deferred()
         self._upstream.disconnects.append(disconnected)
-        request.notifyFinish().addBoth(
-            lambda result: (
-                disconnected.callback(result) if isinstance(result, Failure) else None
-            )
-        )
+        request.notifyFinish().addErrback(lambda failure: disconnected.callback(None))
         if self._upstream.arrived is not None:
             arrived, self._upstream.arrived = self._upstream.arrived, None
             arrived.callback(recorded)
@@ -287,8 +284,10 @@ class _RawRecorder(Protocol):
     def __init__(self, channel: Protocol, raw: bytearray) -> None:
         self._channel = channel
         self._raw = raw
+        self.closed: defer.Deferred[None] = defer.Deferred()
 
     def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
         self._channel.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -297,6 +296,7 @@ class _RawRecorder(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._channel.connectionLost(reason)
+        self.closed.callback(None)
 
 
 class _RecordingSite(Site):
@@ -308,7 +308,9 @@ class _RecordingSite(Site):
     def buildProtocol(self, addr: Any) -> Any:
         raw = bytearray()
         self._upstream.rawConnections.append(raw)
-        return _RawRecorder(super().buildProtocol(addr), raw)
+        protocol = _RawRecorder(super().buildProtocol(addr), raw)
+        self._upstream.connections.append(protocol)
+        return protocol
 
 
 @define
@@ -321,6 +323,7 @@ class MockUpstream:
     requests: list[RecordedRequest] = field(factory=list)
     disconnects: list[defer.Deferred[None]] = field(factory=list)
     rawConnections: list[bytearray] = field(factory=list)
+    connections: list[_RawRecorder] = field(factory=list)
     arrived: defer.Deferred[RecordedRequest] | None = None
     port: IListeningPort | None = None
 
@@ -347,6 +350,17 @@ class MockUpstream:
         self.arrived = defer.Deferred()
         return self.arrived
 
-    def stop(self) -> defer.Deferred[None]:
+    async def stop(self) -> None:
+        """
+        Stop listening and close every connection still open.
+        """
         assert self.port is not None
-        return defer.maybeDeferred(self.port.stopListening)
+        await defer.maybeDeferred(self.port.stopListening)
+        for connection in self.connections:
+            if not connection.closed.called:
+                connection.transport.abortConnection()
+                await connection.closed
+
+    @property
+    def allRaw(self) -> bytes:
+        return b"".join(self.rawConnections)

@@ -82,6 +82,7 @@ class ProxyProcess:
         self.stderr = b""
         self.url: str | None = None
         self.exitCode: int | None = None
+        self.exitSignal: int | None = None
         self.pid: int | None = None
         self._listening: defer.Deferred[str] = defer.Deferred()
         self.exited: defer.Deferred[int | None] = defer.Deferred()
@@ -100,6 +101,7 @@ class ProxyProcess:
         Run a child that is expected to exit by itself; fires with its exit
         code.
         """
+        self._listening.addErrback(lambda failure: None)
         command = [*twistdCommand(), "-n", "--pidfile=", "ccrouter", *self.arguments]
         self._transport = reactor.spawnProcess(
             _Collector(self), command[0], command, env=self.environ, path=self.cwd
@@ -119,6 +121,7 @@ class ProxyProcess:
             self.exitCode = 0
         elif reason.check(ProcessTerminated):
             self.exitCode = reason.value.exitCode
+            self.exitSignal = reason.value.signal
         if not self._listening.called:
             self._listening.errback(
                 RuntimeError(
