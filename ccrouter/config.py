@@ -296,13 +296,14 @@ class _ConfigReader:
         return ServerSettings(listen=listen, maxBodyBytes=maxBody)
 
     def _default(self, located: _Located | None, timeouts: Timeouts) -> Upstream:
-        if located is None:
-            return self._upstreamFromParts(
-                "default", DEFAULT_UPSTREAM_URL, None, None, None, timeouts, True
-            )
         fields = self._mapping(located, ("url", "auth", "timeouts"))
-        return self._upstreamFromFields(
-            located, fields, "default", timeouts, forwardsClientCredentials=True
+        return self._upstream(
+            located,
+            fields,
+            "default",
+            timeouts,
+            forwardsClientCredentials=True,
+            defaultUrl=DEFAULT_UPSTREAM_URL,
         )
 
     def _namedUpstreams(
@@ -313,7 +314,7 @@ class _ConfigReader:
             if name == "default":
                 raise item.error("'default' is reserved for the default upstream")
             fields = self._mapping(item, ("url", "auth", "timeouts"))
-            named[name] = self._upstreamFromFields(
+            named[name] = self._upstream(
                 item, fields, name, timeouts, forwardsClientCredentials=False
             )
         return named
@@ -366,31 +367,36 @@ class _ConfigReader:
         if "url" not in fields:
             raise located.error("an upstream needs 'url'")
         host = urlsplit(self._string(fields["url"])).hostname or "upstream"
-        return self._upstreamFromFields(
+        return self._upstream(
             located, fields, host, timeouts, forwardsClientCredentials=False
         )
 
     # Upstreams
 
-    def _upstreamFromFields(
+    def _upstream(
         self,
-        located: _Located,
+        located: _Located | None,
         fields: Mapping[str, _Located],
         name: str,
         timeouts: Timeouts,
         forwardsClientCredentials: bool,
+        defaultUrl: str | None = None,
     ) -> Upstream:
-        if "url" not in fields:
-            raise located.error("an upstream needs 'url'")
         auth = self._auth(fields["auth"]) if "auth" in fields else None
         if "timeouts" in fields:
             timeouts = self._timeouts(fields["timeouts"], timeouts)
+        if "url" in fields:
+            url, urlField = self._string(fields["url"]), fields["url"]
+        elif defaultUrl is not None:
+            url, urlField = defaultUrl, None
+        else:
+            assert located is not None
+            raise located.error("an upstream needs 'url'")
         return self._upstreamFromParts(
             name,
-            self._string(fields["url"]),
-            fields["url"],
+            url,
+            urlField,
             auth,
-            fields.get("auth"),
             timeouts,
             forwardsClientCredentials and auth is None,
         )
@@ -401,7 +407,6 @@ class _ConfigReader:
         url: str,
         urlField: _Located | None,
         auth: Auth | None,
-        authField: _Located | None,
         timeouts: Timeouts,
         forwardsClientCredentials: bool,
     ) -> Upstream:

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from twisted.web.resource import Resource
@@ -45,7 +46,7 @@ _SERVER_DEFAULTS = (b"server", b"date", b"content-type")
 
 def writeError(request: Request, error: ProxyError) -> None:
     """
-    Answer with an error ccrouter made itself, unless the client has gone.
+    Answer with an error ccrouter made itself.
     """
     body = error.body()
     request.setResponseCode(error.status)
@@ -235,6 +236,9 @@ class _Exchange:
         # A fresh HTTPClient per request: its cookie jar must not carry one
         # upstream's cookies into another client's request.
         client = HTTPClient(_VerbatimAgent(self._agent))
+        self._headersTimer = self._clock.callLater(
+            self._headersTimeout, self._headersTimedOut
+        )
         pending = client.request(
             request.method.decode("ascii"),
             self._upstream.urlFor(request.uri),
@@ -242,9 +246,6 @@ class _Exchange:
             data=_BytesProducer(self._attempt.body) if self._sendBody else None,
             allow_redirects=False,
             unbuffered=True,
-        )
-        self._headersTimer = self._clock.callLater(
-            self._headersTimeout, self._headersTimedOut
         )
         self._pending = pending
         pending.addCallbacks(self._gotResponse, self._failedBeforeResponse)
@@ -282,7 +283,11 @@ class _Exchange:
         request.defaultContentType = None
         for name, values in headers.getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, list(values))
-        if isinstance(original.length, int) and request.method != b"HEAD":
+        if (
+            isinstance(original.length, int)
+            and request.method != b"HEAD"
+            and response.code not in NO_BODY_CODES
+        ):
             # Twisted's client keeps Content-Length out of the headers it
             # hands over; the body is relayed as is, so its length still holds.
             request.responseHeaders.setRawHeaders(

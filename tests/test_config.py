@@ -186,6 +186,18 @@ default:
             Timeouts(connect=2, headers=600, streamHeaders=1.5, idle=600),
         )
 
+    def test_defaultAuthWithoutUrl(self) -> None:
+        """
+        C{default} may set only C{auth}: Anthropic with a configured key,
+        which then replaces the client's credentials.
+        """
+        config = parseConfig(
+            "default: {auth: {header: x-api-key, value: k}}", "c.yaml", {}
+        )
+        self.assertEqual(config.default.origin, "https://api.anthropic.com")
+        self.assertFalse(config.default.forwardsClientCredentials)
+        self.assertEqual(config.default.name, "default")
+
     def test_ipv6Host(self) -> None:
         """
         An IPv6 C{server.host} gives a C{tcp6} endpoint with escaped colons.

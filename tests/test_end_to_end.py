@@ -255,6 +255,22 @@ class PassthroughTests(EndToEndCase):
         self.assertEqual(headers[b"content-type"], [b"application/json"])
         self.assertEqual(headers[b"content-length"], [b"%d" % len(responseBody)])
 
+    async def test_upstreamConnectionsAreReused(self) -> None:
+        """
+        Sequential requests to one upstream share one pooled keep-alive
+        connection, even from different client connections.
+        """
+        anthropicMock = self.upstream()
+        proxy = await self.proxy(f'default: {{url: "{anthropicMock.url}"}}\n')
+        for _ in range(3):
+            raw = await self.rawRequest(
+                proxy,
+                b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            )
+            self.assertEqual(parseResponse(raw)[0], 200)
+        self.assertEqual(len(anthropicMock.requests), 3)
+        self.assertEqual(len(anthropicMock.rawConnections), 1)
+
     async def test_otherMethodsAndPaths(self) -> None:
         """
         C{GET /v1/models} and C{HEAD /} go to the default upstream unchanged,
