@@ -7,10 +7,27 @@ from __future__ import annotations
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    _HTTP11ClientFactory,
+)
 from twisted.web.iweb import IAgent
 
 from ccrouter.config import Upstream
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    Twisted logs "Starting factory" for every new upstream connection, which
+    buries the lines that matter.
+    """
+
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietClientFactory
 
 
 class PooledAgents(Service):
@@ -29,7 +46,7 @@ class PooledAgents(Service):
 
     def __init__(self, reactor: object) -> None:
         self._reactor = reactor
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool = _QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = self.maxPersistentPerHost
         self._pool.cachedConnectionTimeout = self.cachedConnectionTimeout
         self._agents: dict[float, IAgent] = {}

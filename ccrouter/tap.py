@@ -196,6 +196,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     site = ProxySite(
         buildRoot(proxy), lambda: config.server.maxBodyBytes, reactor=reactor
     )
+    site.noisy = False
     for description in listen:
         try:
             endpoint = endpoints.serverFromString(reactor, description)
