@@ -89,7 +89,7 @@ def parseRequestBody(body: bytes) -> RequestBody | None:
         return None
     try:
         fields = _scanObject(text)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         return None
     if fields is None:
         return None

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from ccrouter.routing import ModelPattern
 
@@ -145,10 +145,14 @@ class ServerSettings:
     """
     @ivar listen: Twisted server endpoint strings to listen on.
     @ivar maxBodyBytes: Request bodies above this are refused with 413.
+    @ivar allowedHosts: C{Host} names accepted besides loopback ones.
+    @ivar allowedOrigins: Browser C{Origin}s accepted (none by default).
     """
 
     listen: tuple[str, ...]
     maxBodyBytes: int = DEFAULT_MAX_BODY_BYTES
+    allowedHosts: frozenset[str] = frozenset()
+    allowedOrigins: frozenset[str] = frozenset()
 
 
 @frozen
@@ -181,6 +185,8 @@ def parseConfig(text: str, source: str, environ: Mapping[str, str]) -> Config:
         raise ConfigError(source, line, "", f"invalid YAML: {e.problem}") from None
     except yaml.YAMLError as e:
         raise ConfigError(source, None, "", f"invalid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(source, None, "", "invalid YAML: nested too deeply") from None
     if root is None:
         root = yaml.MappingNode("tag:yaml.org,2002:map", [])
     return _ConfigReader(source, environ).read(_Located(root, "", source))
@@ -221,6 +227,24 @@ class _Located:
 _ENV_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: Framing and hop-by-hop headers: a credential there would corrupt the
+#: request or be dropped on the way.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+        "content-type",
+    }
+)
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*\Z")
 _SIZE = re.compile(r"\s*([0-9]+)\s*(B|KiB|MiB|GiB)?\s*\Z")
 _SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
@@ -273,8 +297,22 @@ class _ConfigReader:
     # Sections
 
     def _server(self, located: _Located | None) -> ServerSettings:
-        fields = self._mapping(located, ("host", "port", "listen", "max_body_bytes"))
-        host = self._string(fields["host"]) if "host" in fields else DEFAULT_HOST
+        fields = self._mapping(
+            located,
+            (
+                "host",
+                "port",
+                "listen",
+                "max_body_bytes",
+                "allowed_hosts",
+                "allowed_origins",
+            ),
+        )
+        host = (
+            self._nonEmptyString(fields["host"]) if "host" in fields else DEFAULT_HOST
+        )
+        if any(c.isspace() for c in host):
+            raise fields["host"].error("must not contain spaces")
         port = (
             self._integer(fields["port"], 0, 65535)
             if "port" in fields
@@ -293,7 +331,28 @@ class _ConfigReader:
             if "max_body_bytes" in fields
             else DEFAULT_MAX_BODY_BYTES
         )
-        return ServerSettings(listen=listen, maxBodyBytes=maxBody)
+        allowedHosts = (
+            frozenset(
+                self._nonEmptyString(item).lower()
+                for item in self._list(fields["allowed_hosts"])
+            )
+            if "allowed_hosts" in fields
+            else frozenset()
+        )
+        allowedOrigins = (
+            frozenset(
+                self._nonEmptyString(item)
+                for item in self._list(fields["allowed_origins"])
+            )
+            if "allowed_origins" in fields
+            else frozenset()
+        )
+        return ServerSettings(
+            listen=listen,
+            maxBodyBytes=maxBody,
+            allowedHosts=allowedHosts,
+            allowedOrigins=allowedOrigins,
+        )
 
     def _default(self, located: _Located | None, timeouts: Timeouts) -> Upstream:
         fields = self._mapping(located, ("url", "auth", "timeouts"))
@@ -364,12 +423,11 @@ class _ConfigReader:
                 )
             return named[name]
         fields = self._mapping(located, ("url", "auth", "timeouts"))
-        if "url" not in fields:
-            raise located.error("an upstream needs 'url'")
-        host = urlsplit(self._string(fields["url"])).hostname or "upstream"
-        return self._upstream(
-            located, fields, host, timeouts, forwardsClientCredentials=False
+        upstream = self._upstream(
+            located, fields, "", timeouts, forwardsClientCredentials=False
         )
+        # Written in place, it is known by its host in logs and errors.
+        return evolve(upstream, name=upstream.host)
 
     # Upstreams
 
@@ -415,31 +473,36 @@ class _ConfigReader:
                 return ConfigError(self.source, None, "default.url", text)
             return urlField.error(text)
 
+        # Messages never repeat the URL: it may hold an expanded secret.
+        if not url.isascii():
+            raise problem("use the ASCII (punycode) form of the URL")
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+            raise problem("the URL must not contain spaces or control characters")
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as e:
-            raise problem(f"not a valid URL: {e}") from None
+        except ValueError:
+            raise problem("not a valid URL (check the host and port)") from None
         if parts.scheme not in ("http", "https"):
-            raise problem(f"{url!r} must start with http:// or https://")
-        if not parts.hostname:
-            raise problem(f"{url!r} has no host")
-        if parts.username is not None or parts.password is not None:
+            raise problem("the URL must start with http:// or https://")
+        if "@" in parts.netloc:
             raise problem("credentials in the URL are not allowed; use 'auth'")
-        if parts.query or parts.fragment:
+        if not parts.hostname:
+            raise problem("the URL has no host")
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
             raise problem("a base URL cannot have a query or fragment")
         if ":" in parts.hostname:
             raise problem(
                 "IPv6 literal hosts are not supported; use a host name such as"
                 " localhost"
             )
-        if not url.isascii():
-            raise problem("use the ASCII (punycode) form of the URL")
+        if port == 0:
+            raise problem("port 0 cannot be connected to")
         return Upstream(
             name=name,
             scheme=parts.scheme,
             host=parts.hostname,
-            port=port or (443 if parts.scheme == "https" else 80),
+            port=port if port is not None else (443 if parts.scheme == "https" else 80),
             basePath=parts.path.rstrip("/"),
             auth=auth,
             forwardsClientCredentials=forwardsClientCredentials,
@@ -454,10 +517,12 @@ class _ConfigReader:
         header = self._string(fields["header"])
         if not _HEADER_NAME.match(header):
             raise fields["header"].error(f"{header!r} is not a valid header name")
-        if header.lower() == "host":
-            raise fields["header"].error("cannot replace the Host header")
+        if header.lower() in _RESERVED_HEADERS:
+            raise fields["header"].error(
+                f"{header!r} is set by the proxy itself and cannot carry a credential"
+            )
         value = self._string(fields["value"])
-        if not value:
+        if not value.strip():
             raise fields["value"].error("must not be empty")
         if any(c in value for c in "\r\n\0"):
             raise fields["value"].error("must not contain line breaks or NUL")
@@ -536,7 +601,9 @@ class _ConfigReader:
         return value
 
     def _integer(self, located: _Located, low: int, high: int) -> int:
-        value = _construct(located, int, self._scalar(located, (":int",), "an integer"))
+        self._scalar(located, (":int",), "an integer")
+        assert isinstance(located.node, yaml.ScalarNode)
+        value = int(_CONSTRUCTOR.construct_yaml_int(located.node))
         if not low <= value <= high:
             raise located.error(f"must be between {low} and {high}")
         return value
@@ -591,15 +658,11 @@ class _ConfigReader:
         return _ENV_REFERENCE.sub(substitute, raw)
 
 
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
 def _isNull(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
-
-
-def _construct(located: _Located, kind: Callable[[str], _T], raw: str) -> _T:
-    try:
-        return kind(raw.replace("_", ""))
-    except ValueError:
-        raise located.error(f"{raw!r} is not valid") from None
 
 
 def _suggestion(

@@ -38,7 +38,7 @@ def describeFailure(failure: Failure, upstream: Upstream) -> ProxyError:
     @param failure: Why the request Deferred failed.
     """
     where = f"{upstream.host}:{upstream.port}"
-    if failure.check(error.TimeoutError, error.ConnectingCancelledError):
+    if failure.check(error.TimeoutError):
         return upstreamTimeout(
             f"connecting to upstream {where} timed out after"
             f" {upstream.timeouts.connect:g} s"

@@ -31,8 +31,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ccrouter.config import Config, Upstream
-from ccrouter.errors import ProxyError, badRequest
+from ccrouter.errors import ProxyError
 from ccrouter.failures import describeFailure, describeHeadersTimeout
+from ccrouter.guard import checkRequest
 from ccrouter.headers import clientResponseHeaders, upstreamRequestHeaders
 from ccrouter.relay import ResponseRelay
 from ccrouter.routing import Attempt, Plan, planRequest
@@ -78,21 +79,30 @@ class ProxyResource(Resource):
         self._clock = clock
 
     def render(self, request: Request) -> int | bytes:
-        target = request.uri
-        if not target.startswith(b"/") or not target.isascii():
-            writeError(
-                request,
-                badRequest("the request target must be a path starting with '/'"),
-            )
+        config = self._currentConfig()
+        headers = request.requestHeaders
+        # Two Host headers are as suspect as a foreign one.
+        hosts = headers.getRawHeaders(b"host", [])
+        origins = headers.getRawHeaders(b"origin", [])
+        refusal = checkRequest(
+            request.uri,
+            hosts[0] if len(hosts) == 1 else None,
+            b", ".join(origins) if origins else None,
+            config.server.allowedHosts,
+            config.server.allowedOrigins,
+        )
+        if refusal is not None:
+            writeError(request, refusal)
             return NOT_DONE_YET
+        target = request.uri
         assert request.content is not None
         request.content.seek(0)
         body = request.content.read()
         path = target.split(b"?", 1)[0]
-        plan = planRequest(self._currentConfig(), request.method, path, body)
-        hasBody = request.requestHeaders.hasHeader(
-            b"content-length"
-        ) or request.requestHeaders.hasHeader(b"transfer-encoding")
+        plan = planRequest(config, request.method, path, body)
+        hasBody = headers.hasHeader(b"content-length") or headers.hasHeader(
+            b"transfer-encoding"
+        )
         _Exchange(
             request=request,
             plan=plan,
@@ -273,6 +283,16 @@ class _Exchange:
         if self._clientGone:
             response.deliverBody(_Discard())
             return
+        try:
+            self._relayResponse(response)
+        except BaseException:
+            # Whatever went wrong, the upstream connection must not stay
+            # stuck with an unread body.
+            if self._relay is None:
+                response.deliverBody(_Discard())
+            raise
+
+    def _relayResponse(self, response: _Response) -> None:
         request = self._request
         original = response.original
         assert isinstance(original, _UndecodedResponse)
@@ -283,11 +303,12 @@ class _Exchange:
         request.defaultContentType = None
         for name, values in headers.getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, list(values))
-        if (
+        framedByLength = (
             isinstance(original.length, int)
             and request.method != b"HEAD"
             and response.code not in NO_BODY_CODES
-        ):
+        )
+        if framedByLength:
             # Twisted's client keeps Content-Length out of the headers it
             # hands over; the body is relayed as is, so its length still holds.
             request.responseHeaders.setRawHeaders(
@@ -300,7 +321,9 @@ class _Exchange:
         # Status and headers go out now, before any body byte, so the client
         # sees the stream start as soon as the upstream does.
         request.write(b"")
-        self._relay = ResponseRelay(request, self._upstream, eventStream, self._clock)
+        self._relay = ResponseRelay(
+            request, self._upstream, eventStream, framedByLength, self._clock
+        )
         response.deliverBody(self._relay)
 
     def _failedBeforeResponse(self, failure: Failure) -> None:

@@ -17,6 +17,7 @@ from twisted.web.client import (  # type: ignore[attr-defined]
     ResponseDone,
 )
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from ccrouter.config import Upstream
 from ccrouter.errors import ProxyError
@@ -24,17 +25,20 @@ from ccrouter.failures import describeBrokenBody
 from ccrouter.sse import EventBoundary
 
 
+@implementer(IPushProducer)
 class ResponseRelay(Protocol):
     """
     Given to C{IResponse.deliverBody}: every chunk is written to the client
     the moment it is received, with nothing buffered or re-encoded.
 
-    The upstream transport is registered as the client request's producer,
-    so a client that stops reading pauses the upstream socket instead of
-    growing memory.  A silent upstream is cut after the idle timeout.  A body
-    that breaks off ends in a way the client can see: an SSE C{error} event
-    when the stream is between events, otherwise an aborted connection,
-    never a clean end on a truncated body.
+    The relay is the client request's push producer and passes pause and
+    resume on to the upstream socket, so a client that stops reading holds
+    the upstream back instead of growing memory.  An upstream silent for the
+    idle timeout is cut, but only while the client is reading: a stream held
+    back by the client is not the upstream's silence.  A body that breaks
+    off ends in a way the client can see: an SSE C{error} event when the
+    stream is between events (and not framed by a Content-Length), otherwise
+    an aborted connection, never a clean end on a truncated body.
     """
 
     _log = Logger()
@@ -44,22 +48,22 @@ class ResponseRelay(Protocol):
         request: Request,
         upstream: Upstream,
         eventStream: bool,
+        framedByLength: bool,
         clock: IReactorTime,
     ) -> None:
         self._request = request
         self._upstream = upstream
         self._clock = clock
-        self._boundary = EventBoundary() if eventStream else None
+        self._boundary = EventBoundary() if eventStream and not framedByLength else None
         self._idleCall: IDelayedCall | None = None
         self._idleExpired = False
         self._clientGone = False
+        self._ended = False
         self.bytesRelayed = 0
 
     def connectionMade(self) -> None:
-        self._request.registerProducer(self._upstreamProducer(), True)
-        self._idleCall = self._clock.callLater(
-            self._upstream.timeouts.idle, self._stopIdleUpstream
-        )
+        self._request.registerProducer(self, True)
+        self._startIdleTimer()
 
     def dataReceived(self, data: bytes) -> None:
         if self._idleCall is not None and self._idleCall.active():
@@ -77,6 +81,32 @@ class ResponseRelay(Protocol):
         self._clientGone = True
         self._stopUpstream()
 
+    # IPushProducer, driven by the client connection
+
+    def pauseProducing(self) -> None:
+        self._cancelIdleTimer()
+        self._upstreamProducer().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._startIdleTimer()
+        self._upstreamProducer().resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._stopUpstream()
+
+    def _startIdleTimer(self) -> None:
+        self._cancelIdleTimer()
+        if self._ended:
+            return
+        self._idleCall = self._clock.callLater(
+            self._upstream.timeouts.idle, self._stopIdleUpstream
+        )
+
+    def _cancelIdleTimer(self) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+
     def _stopIdleUpstream(self) -> None:
         self._idleExpired = True
         self._stopUpstream()
@@ -91,8 +121,8 @@ class ResponseRelay(Protocol):
             self._upstreamProducer().stopProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
+        self._ended = True
+        self._cancelIdleTimer()
         if self._clientGone:
             return
         self._request.unregisterProducer()

@@ -76,6 +76,12 @@ class ProxyChannel(HTTPChannel):
         if not self._refused:
             super().rawDataReceived(data)
 
+    def allContentReceived(self) -> None:
+        # The chunked decoder carries on through the rest of the read that
+        # crossed the limit; a request refused there must not be dispatched.
+        if not self._refused:
+            super().allContentReceived()
+
 
 class ProxySite(Site):
     """

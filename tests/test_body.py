@@ -59,6 +59,13 @@ class ParseTests(SynchronousTestCase):
         ]:
             self.assertIsNone(parseRequestBody(raw), raw)
 
+    def test_deepNestingIsNotAnObject(self) -> None:
+        """
+        Nesting too deep to parse makes the body unroutable rather than
+        crashing the request.
+        """
+        self.assertIsNone(parseRequestBody(b'{"model": "a", "x": ' + b"[" * 200_000))
+
     def test_modelMustBeAString(self) -> None:
         body = parseRequestBody(b'{"model": 5}')
         assert body is not None

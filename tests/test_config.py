@@ -296,17 +296,72 @@ class ErrorTests(SynchronousTestCase):
         Upstream URLs must be http(s) bases without credentials or queries.
         """
         cases = {
-            "ftp://x": "'ftp://x' must start with http:// or https://",
+            "ftp://x": "the URL must start with http:// or https://",
             "https://user:pw@x": "credentials in the URL are not allowed; use 'auth'",
+            "https://user:pw@": "credentials in the URL are not allowed; use 'auth'",
             "https://x/a?b=c": "a base URL cannot have a query or fragment",
+            "https://x/a?": "a base URL cannot have a query or fragment",
             "https://[::1]:8/": "IPv6 literal hosts are not supported; use a host"
             " name such as localhost",
-            "https:///path": "'https:///path' has no host",
+            "https:///path": "the URL has no host",
+            "https://[bad": "not a valid URL (check the host and port)",
+            "https://h:port/": "not a valid URL (check the host and port)",
+            "http://localhost:0": "port 0 cannot be connected to",
+            "https://a b/": "the URL must not contain spaces or control characters",
+            "https://a\tb/": "the URL must not contain spaces or control characters",
         }
         for url, problem in cases.items():
             self.assertConfigError(
-                f"default:\n  url: '{url}'\n", f"config.yaml:2: default.url: {problem}"
+                f'default:\n  url: "{url}"\n', f"config.yaml:2: default.url: {problem}"
             )
+            self.assertConfigError(
+                f'routes:\n  - match: x\n    upstream: {{url: "{url}"}}\n',
+                f"config.yaml:3: routes[0].upstream.url: {problem}",
+            )
+
+    def test_urlErrorsDoNotRepeatSecrets(self) -> None:
+        """
+        A secret that ended up in a URL (a wrong variable, a key as the
+        port) is not printed back.
+        """
+        for url in ["${KEY}", "https://h:${KEY}/", "https://user:${KEY}@"]:
+            with self.assertRaises(ConfigError) as caught:
+                parseConfig(
+                    f'default: {{url: "{url}"}}', "c.yaml", {"KEY": "sk-SECRET"}
+                )
+            self.assertNotIn("sk-SECRET", str(caught.exception))
+
+    def test_reservedAuthHeaders(self) -> None:
+        """
+        A credential cannot go in a header the proxy sets itself.
+        """
+        for header in ["Host", "content-length", "Transfer-Encoding", "connection"]:
+            self.assertConfigError(
+                f"default:\n  auth:\n    header: {header}\n    value: k\n",
+                f"config.yaml:3: default.auth.header: {header!r} is set by the proxy"
+                " itself and cannot carry a credential",
+            )
+
+    def test_blankValues(self) -> None:
+        self.assertConfigError(
+            "default:\n  auth:\n    header: x-api-key\n    value: '  '\n",
+            "config.yaml:4: default.auth.value: must not be empty",
+        )
+        self.assertConfigError(
+            "server:\n  host: ''\n", "config.yaml:2: server.host: must not be empty"
+        )
+
+    def test_yamlIntegers(self) -> None:
+        """
+        Integers mean what YAML says they mean (017 is octal 15).
+        """
+        config = parseConfig("server: {port: 017}", "c.yaml", {})
+        self.assertEqual(config.server.listen, ("tcp:15:interface=127.0.0.1",))
+
+    def test_deepNesting(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parseConfig("a: " + "[" * 100_000, "c.yaml", {})
+        self.assertTrue(str(caught.exception).startswith("c.yaml"))
 
     def test_routeNeedsMatch(self) -> None:
         self.assertConfigError(

@@ -454,10 +454,9 @@ class StreamingTests(EndToEndCase):
         await firstEvents.addTimeout(10, reactor)
         assert reader.transport is not None
         reader.transport.stopProducing()
-        self.assertFailure(reader.done, ResponseFailed)
         [upstreamGone] = zaiMock.disconnects
         await upstreamGone.addTimeout(1.0, reactor)
-        await reader.done.addErrback(lambda failure: None)
+        await self.assertFailure(reader.done, ResponseFailed)
 
     async def test_upstreamDropBetweenEvents(self) -> None:
         """
@@ -663,6 +662,32 @@ class ErrorTests(EndToEndCase):
                 },
             },
         )
+        self.assertEqual(anthropicMock.requests, [])
+
+    async def test_browserRequestsRefused(self) -> None:
+        """
+        A web page cannot use the proxy: a request with an Origin, or
+        addressed to a foreign Host (DNS rebinding), gets 403 and reaches no
+        upstream.
+        """
+        anthropicMock = self.upstream()
+        proxy = await self.proxy(f'default: {{url: "{anthropicMock.url}"}}\n')
+        for extra in [
+            b"Host: 127.0.0.1\r\nOrigin: https://evil.example\r\n",
+            b"Host: attacker.example\r\n",
+        ]:
+            raw = await self.rawRequest(
+                proxy,
+                b"POST /v1/messages HTTP/1.1\r\n"
+                + extra
+                + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+            )
+            status, headers, body = parseResponse(raw)
+            self.assertEqual(status, 403, extra)
+            self.assertEqual(json.loads(body)["error"]["type"], "permission_error")
+            self.assertFalse(
+                [name for name in headers if name.startswith(b"access-control-")]
+            )
         self.assertEqual(anthropicMock.requests, [])
 
     async def test_absoluteFormTarget(self) -> None:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import error
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ccrouter.config import parseConfig
 from ccrouter.proxy import ProxyResource
 from ccrouter.server import ProxySite
+from tests.test_proxy import FailingAgent
 
 
 class Recorder(Resource):
@@ -88,15 +92,18 @@ class BodyLimitTests(ServerHarness):
 
     def test_chunkedBodyOverLimit(self) -> None:
         """
-        A chunked body is cut off with 413 once it grows past the limit.
+        A chunked body is cut off with 413 once it grows past the limit, and
+        is not dispatched even when its last chunk is in the same read.
         """
         chunk = b"%x\r\n%s\r\n" % (600, b"a" * 600)
         head, _, transport = self.response(
             b"POST /v1/messages HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
             + chunk * 2
+            + b"0\r\n\r\n"
         )
         self.assertTrue(head.startswith(b"HTTP/1.1 413 "))
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value().count(b"HTTP/1.1"), 1)
         self.assertEqual(self.recorder.bodies, [])
 
     def test_bodyAtLimitAccepted(self) -> None:
@@ -108,26 +115,97 @@ class BodyLimitTests(ServerHarness):
         self.assertEqual(self.recorder.bodies, [b"b" * 1000])
 
 
-class TargetTests(ServerHarness):
-    def test_absoluteFormRefused(self) -> None:
+class GuardTests(ServerHarness):
+    config = parseConfig(
+        "server:\n  allowed_hosts: [ccrouter.internal]\n"
+        "  allowed_origins: ['https://trusted.example']\n",
+        "c.yaml",
+        {},
+    )
+
+    def statusFor(self, request: bytes) -> tuple[int, str | None, list[object]]:
         """
-        An absolute-form or authority-form target would let a client pick
-        the upstream host; both get 400 and never reach an upstream.
+        Send raw request bytes through the real channel to the proxy
+        resource; return the status, the error type and the upstreams the
+        proxy asked for an agent (none, if the request was refused).
         """
-        for target in [b"http://evil.example/v1/messages", b"evil.example:443"]:
-            agents: list[object] = []
-            proxy = ProxyResource(
-                lambda: None,  # type: ignore[arg-type,return-value]
-                agents.append,  # type: ignore[arg-type]
-                MemoryReactorClock(),
-            )
-            channel, transport = self.connect(proxy)
-            channel.dataReceived(  # type: ignore[attr-defined]
+        agents: list[object] = []
+
+        def agentFor(upstream: object) -> IAgent:
+            agents.append(upstream)
+            return FailingAgent(error.ConnectionRefusedError())
+
+        proxy = ProxyResource(lambda: self.config, agentFor, MemoryReactorClock())
+        channel, transport = self.connect(proxy)
+        channel.dataReceived(request)  # type: ignore[attr-defined]
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        kind = json.loads(body)["error"]["type"] if body else None
+        return status, kind, agents
+
+    def test_targetMustBeAPath(self) -> None:
+        """
+        Absolute-form and authority-form targets would let a client pick the
+        upstream host; dot segments would climb out of an upstream's base
+        path.  All get 400 and reach no upstream.
+        """
+        for target in [
+            b"http://evil.example/v1/messages",
+            b"evil.example:443",
+            b"/../admin",
+            b"/v1/%2e%2E/admin",
+            b"/v1/./messages",
+            b"/v1/..",
+        ]:
+            status, kind, agents = self.statusFor(
                 b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
             )
-            head, _, body = transport.value().partition(b"\r\n\r\n")
-            self.assertTrue(head.startswith(b"HTTP/1.1 400 "), (target, head))
             self.assertEqual(
-                json.loads(body)["error"]["type"], "invalid_request_error", target
+                (status, kind, agents), (400, "invalid_request_error", []), target
             )
-            self.assertEqual(agents, [])
+
+    def test_hostMustBeLoopback(self) -> None:
+        """
+        A Host that is not a loopback name (DNS rebinding), two Host
+        headers, or none, get 403; loopback and configured names pass.
+        """
+        refused = [
+            b"Host: attacker.example:8080\r\n",
+            b"Host: 127.0.0.1.nip.io\r\n",
+            b"Host: 127.0.0.1\r\nHost: evil.example\r\n",
+            b"",
+        ]
+        for host in refused:
+            status, kind, agents = self.statusFor(
+                b"GET /v1/models HTTP/1.1\r\n" + host + b"\r\n"
+            )
+            self.assertEqual(
+                (status, kind, agents), (403, "permission_error", []), host
+            )
+        for host in [
+            b"127.0.0.1:8080",
+            b"localhost",
+            b"[::1]:8080",
+            b"127.1.2.3",
+            b"CCROUTER.internal:1",
+        ]:
+            status, _, agents = self.statusFor(
+                b"GET /v1/models HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+            )
+            self.assertEqual((status, len(agents)), (502, 1), host)
+
+    def test_browserOriginRefused(self) -> None:
+        """
+        A request carrying an Origin (a web page) gets 403 unless the origin
+        is configured.
+        """
+        status, kind, agents = self.statusFor(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Origin: https://evil.example\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        self.assertEqual((status, kind, agents), (403, "permission_error", []))
+        status, _, agents = self.statusFor(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Origin: https://trusted.example\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        self.assertEqual((status, len(agents)), (502, 1))
