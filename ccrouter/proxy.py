@@ -65,7 +65,6 @@ class ProxyResource(Resource):
     """
 
     isLeaf = True
-    _log = Logger()
 
     def __init__(
         self,

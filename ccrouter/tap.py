@@ -23,7 +23,6 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ccrouter import __version__
@@ -170,15 +169,14 @@ class ListeningService(Service):
         return port.stopListening()
 
 
-def buildRoot(proxy: Resource) -> Resource:
-    """
-    The resource tree: the proxy serves every path that no other resource
-    claims.
-    """
-    return proxy
-
-
 def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
+    """
+    The service tree for C{twistd ccrouter}: the shared upstream connection
+    pool and one listener per endpoint, all serving the proxy.
+
+    @raise SystemExit: With status 1, after one line on standard error, if
+        the config or an endpoint is invalid.
+    """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
@@ -193,9 +191,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     agents = PooledAgents(reactor)
     agents.setServiceParent(top)
     proxy = ProxyResource(lambda: config, agents.agentFor, reactor)
-    site = ProxySite(
-        buildRoot(proxy), lambda: config.server.maxBodyBytes, reactor=reactor
-    )
+    site = ProxySite(proxy, lambda: config.server.maxBodyBytes, reactor=reactor)
     site.noisy = False
     for description in listen:
         try:
