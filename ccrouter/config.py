@@ -197,7 +197,8 @@ def defaultListen(host: str, port: int) -> str:
     The endpoint string for C{server.host}/C{server.port}.
     """
     if ":" in host:
-        return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
+        escaped = host.replace(":", "\\:")
+        return f"tcp6:{port}:interface={escaped}"
     return f"tcp:{port}:interface={host}"
 
 
