@@ -101,9 +101,11 @@ def exitAtStartup(message: str) -> SystemExit:
 
 class ListeningService(Service):
     """
-    Listens on one endpoint.  Binding happens in C{privilegedStartService},
-    before twistd drops privileges; a failed bind ends the process at start-up
-    with a one-line reason instead of leaving it running without a port.
+    Listens on one endpoint.  Under twistd, binding happens in
+    C{privilegedStartService}, before privileges are dropped; the C{twist}
+    runner only calls C{startService}, which binds if that has not happened.
+    A failed bind ends the process at start-up with a one-line reason
+    instead of leaving it running without a port.
     """
 
     _log = Logger()
@@ -123,6 +125,17 @@ class ListeningService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        if self._port is None:
+            self._listen()
+        # Announced once the reactor runs (signal handlers installed), so the
+        # line means "ready": a supervisor may stop it from then on.
+        self._reactor.callWhenRunning(self._announce)
+
+    def _listen(self) -> None:
         outcome: list[IListeningPort | Failure] = []
         self._endpoint.listen(self._site).addBoth(outcome.append)
         if not outcome:
@@ -135,12 +148,6 @@ class ListeningService(Service):
                 f" {outcome[0].getErrorMessage()}"
             )
         self._port = outcome[0]
-
-    def startService(self) -> None:
-        super().startService()
-        # Announced once the reactor runs (signal handlers installed), so the
-        # line means "ready": a supervisor may stop it from then on.
-        self._reactor.callWhenRunning(self._announce)
 
     def _announce(self) -> None:
         if self._port is None:

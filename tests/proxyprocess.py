@@ -29,6 +29,13 @@ def twistdCommand() -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+#: How each runner starts ccrouter in the foreground.
+RUNNERS = {
+    "twistd": lambda: [*twistdCommand(), "-n", "--pidfile=", "ccrouter"],
+    "twist": lambda: [sys.executable, "-m", "twisted", "--log-format=text", "ccrouter"],
+}
+
+
 def childEnvironment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """
     The environment for a child: the repository first on the import path (so
@@ -74,7 +81,9 @@ class ProxyProcess:
         arguments: list[str],
         environ: dict[str, str] | None = None,
         cwd: str | None = None,
+        runner: str = "twistd",
     ) -> None:
+        self.command = [*RUNNERS[runner](), *arguments]
         self.arguments = arguments
         self.environ = childEnvironment(environ)
         self.cwd = cwd
@@ -88,7 +97,7 @@ class ProxyProcess:
         self.exited: defer.Deferred[int | None] = defer.Deferred()
 
     def start(self, timeout: float = 30) -> defer.Deferred[str]:
-        command = [*twistdCommand(), "-n", "--pidfile=", "ccrouter", *self.arguments]
+        command = self.command
         transport = reactor.spawnProcess(
             _Collector(self), command[0], command, env=self.environ, path=self.cwd
         )
@@ -102,7 +111,7 @@ class ProxyProcess:
         code.
         """
         self._listening.addErrback(lambda failure: None)
-        command = [*twistdCommand(), "-n", "--pidfile=", "ccrouter", *self.arguments]
+        command = self.command
         self._transport = reactor.spawnProcess(
             _Collector(self), command[0], command, env=self.environ, path=self.cwd
         )

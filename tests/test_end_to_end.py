@@ -843,6 +843,26 @@ class StartupTests(EndToEndCase):
             f" listen on 127.0.0.1:{port}: [Errno 98] Address already in use.",
         )
 
+    async def test_twistRunner(self) -> None:
+        """
+        Twisted's newer runner, C{twist}, which never calls
+        C{privilegedStartService}, serves the proxy too.
+        """
+        anthropicMock = self.upstream(respondJSON({"data": []}))
+        process = ProxyProcess(
+            [
+                "--config",
+                str(self.writeConfig(f'default: {{url: "{anthropicMock.url}"}}\n')),
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ],
+            runner="twist",
+        )
+        self.addCleanup(process.stop)
+        await process.start()
+        response = await self.http.get(f"{process.url}/v1/models")
+        self.assertEqual(json.loads(await response.content()), {"data": []})
+
     async def test_embeddedDefaultStartsAndStops(self) -> None:
         """
         Without --config the built-in default runs, and SIGTERM stops it
