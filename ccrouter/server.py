@@ -7,6 +7,7 @@ reading them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from io import BytesIO
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -19,11 +20,17 @@ from ccrouter.errors import requestTooLarge
 
 class ProxyRequest(Request):
     """
-    A request that stops buffering a body once it outgrows the limit, for
-    bodies whose size was not declared up front (chunked).
+    A request whose body stays in memory, and stops growing once it outgrows
+    the limit (for chunked bodies, whose size is not declared up front).
     """
 
     channel: ProxyChannel
+
+    def gotLength(self, length: int | None) -> None:
+        # Twisted spools bodies of 100 kB and more (a normal Claude Code turn)
+        # to a temporary file: prompts would touch the disk on every request.
+        # The channel caps the size, so memory is the better place.
+        self.content = BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
         assert self.content is not None

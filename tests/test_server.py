@@ -6,6 +6,7 @@ target check, fed raw bytes through a L{StringTransport}.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
@@ -105,6 +106,29 @@ class BodyLimitTests(ServerHarness):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value().count(b"HTTP/1.1"), 1)
         self.assertEqual(self.recorder.bodies, [])
+
+    def test_largeBodyStaysInMemory(self) -> None:
+        """
+        A body of Claude Code's usual size (over Twisted's 100 kB spooling
+        threshold) is kept in memory, never in a temporary file.
+        """
+        self.limit = 1_000_000
+        contents: list[object] = []
+
+        class Inspector(Resource):
+            isLeaf = True
+
+            def render(self, request: Request) -> bytes:
+                contents.append(request.content)
+                return b"ok"
+
+        channel, _ = self.connect(Inspector())
+        channel.dataReceived(  # type: ignore[attr-defined]
+            b"POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 200000\r\n\r\n"
+            + b"c" * 200_000
+        )
+        [content] = contents
+        self.assertIsInstance(content, BytesIO)
 
     def test_bodyAtLimitAccepted(self) -> None:
         head, _body, _ = self.response(
