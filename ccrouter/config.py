@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator, Mapping
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,8 +25,6 @@ DEFAULT_UPSTREAM_URL = "https://api.anthropic.com"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
-
-_T = TypeVar("_T")
 
 
 class ConfigError(Exception):

@@ -39,6 +39,10 @@ def badRequest(message: str) -> ProxyError:
     return ProxyError(400, "invalid_request_error", message)
 
 
+def forbidden(message: str) -> ProxyError:
+    return ProxyError(403, "permission_error", message)
+
+
 def requestTooLarge(limit: int) -> ProxyError:
     return ProxyError(
         413, "request_too_large", f"request body is larger than {limit} bytes"

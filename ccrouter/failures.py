@@ -68,7 +68,17 @@ def describeFailure(failure: Failure, upstream: Upstream) -> ProxyError:
     )
 
 
-def describeBrokenBody(failure: Failure, upstream: Upstream) -> str:
+def describeIdleTimeout(upstream: Upstream) -> ProxyError:
+    """
+    The error for a response body that went silent for too long.
+    """
+    return upstreamTimeout(
+        f"upstream {upstream.host}:{upstream.port} sent nothing for"
+        f" {upstream.timeouts.idle:g} s"
+    )
+
+
+def describeBrokenBody(failure: Failure, upstream: Upstream) -> ProxyError:
     """
     Why a response body stopped before its end, for the error event that
     tells the client.
@@ -76,8 +86,10 @@ def describeBrokenBody(failure: Failure, upstream: Upstream) -> str:
     where = f"{upstream.host}:{upstream.port}"
     tls = _tlsProblem(failure)
     if tls is not None:
-        return f"TLS with upstream {where} failed mid-response: {tls}"
-    return f"upstream {where} dropped the connection mid-response"
+        return upstreamUnavailable(
+            f"TLS with upstream {where} failed mid-response: {tls}"
+        )
+    return upstreamUnavailable(f"upstream {where} dropped the connection mid-response")
 
 
 def _causes(failure: Failure) -> Iterator[BaseException]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection
 
-from ccrouter.errors import ProxyError, badRequest
+from ccrouter.errors import ProxyError, badRequest, forbidden
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
@@ -60,16 +60,12 @@ def checkRequest(
             return badRequest("the request path must not contain '.' or '..' segments")
     name = hostName(host) if host else ""
     if not name or not (isLoopback(name) or name in allowedHosts):
-        return ProxyError(
-            403,
-            "permission_error",
+        return forbidden(
             "ccrouter answers only requests addressed to a loopback host name"
             " (add other names to server.allowed_hosts)",
         )
     if origin is not None and origin.decode("ascii", "replace") not in allowedOrigins:
-        return ProxyError(
-            403,
-            "permission_error",
+        return forbidden(
             "requests from web pages are refused (add trusted origins to"
             " server.allowed_origins)",
         )

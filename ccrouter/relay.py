@@ -20,8 +20,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ccrouter.config import Upstream
-from ccrouter.errors import ProxyError
-from ccrouter.failures import describeBrokenBody
+from ccrouter.failures import describeBrokenBody, describeIdleTimeout
 from ccrouter.sse import EventBoundary
 
 
@@ -130,19 +129,14 @@ class ResponseRelay(Protocol):
             self._request.finish()
             return
         if self._idleExpired:
-            problem = (
-                f"upstream {self._upstream.host}:{self._upstream.port} sent nothing"
-                f" for {self._upstream.timeouts.idle:g} s"
-            )
-            error = ProxyError(504, "timeout_error", problem)
+            error = describeIdleTimeout(self._upstream)
         else:
-            problem = describeBrokenBody(reason, self._upstream)
-            error = ProxyError(502, "api_error", problem)
+            error = describeBrokenBody(reason, self._upstream)
         self._log.warn(
             "response from {upstream} broke off after {relayed} bytes: {problem}",
             upstream=self._upstream.name,
             relayed=self.bytesRelayed,
-            problem=problem,
+            problem=error.message,
         )
         if self._boundary is not None and self._boundary.atBoundary:
             self._request.write(error.event())

@@ -469,7 +469,8 @@ class StreamingTests(EndToEndCase):
             request.setHeader(b"content-type", b"text/event-stream")
             for event in events:
                 request.write(event)
-            reactor.callLater(0.05, request.channel.transport.abortConnection)
+            # Close without the final chunk, after what was written is sent.
+            request.channel.transport.loseConnection()
             return NOT_DONE_YET
 
         zaiMock = self.upstream(dropAfterEvents)
@@ -497,7 +498,8 @@ class StreamingTests(EndToEndCase):
             request.setHeader(b"content-type", b"text/event-stream")
             request.write(anthropicStream("one")[0])
             request.write(b'event: content_block_delta\ndata: {"type": "cont')
-            reactor.callLater(0.05, request.channel.transport.abortConnection)
+            # Close without the final chunk, after what was written is sent.
+            request.channel.transport.loseConnection()
             return NOT_DONE_YET
 
         zaiMock = self.upstream(dropMidEvent)
