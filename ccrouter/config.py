@@ -12,6 +12,7 @@ must be told so rather than have the key silently ignored.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
@@ -19,12 +20,18 @@ from urllib.parse import urlsplit
 import yaml
 from attrs import evolve, field, frozen
 
+from ccrouter.breaker import BreakerPolicy
 from ccrouter.routing import ModelPattern
 
 DEFAULT_UPSTREAM_URL = "https://api.anthropic.com"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: The one mode of a config without C{modes:}.
+IMPLICIT_MODE = "default"
+DEFAULT_MODE_FILE = "mode"
+#: Mode names are written in the mode file and typed on the command line.
+_MODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 class ConfigError(Exception):
@@ -138,6 +145,34 @@ class Route:
 
 
 @frozen
+class Target:
+    """
+    Something a failover mode can send a request to: a mode with routes, or
+    an upstream that takes every request with its model name unchanged
+    (written as a single catch-all route).
+
+    @ivar kind: C{mode} or C{upstream}.
+    """
+
+    name: str
+    kind: str
+    routes: tuple[Route, ...]
+
+
+@frozen
+class Mode:
+    """
+    A named way of routing, chosen by the mode file: its own routes, or
+    (when C{failover} is not empty) an ordered list of targets to fail over
+    between.
+    """
+
+    name: str
+    routes: tuple[Route, ...]
+    failover: tuple[Target, ...] = ()
+
+
+@frozen
 class ServerSettings:
     """
     @ivar listen: Twisted server endpoint strings to listen on.
@@ -164,14 +199,48 @@ class Config:
     default: Upstream
     routes: tuple[Route, ...]
     upstreams: tuple[Upstream, ...]
+    #: At least one; a config without C{modes:} has the one mode
+    #: L{IMPLICIT_MODE}, with the top-level routes.
+    modes: tuple[Mode, ...]
+    defaultMode: str
+    #: The file that names the current mode, or L{None} when there is none
+    #: (the built-in config).
+    modeFile: str | None
+    breaker: BreakerPolicy
+
+    def mode(self, name: str) -> Mode | None:
+        for mode in self.modes:
+            if mode.name == name:
+                return mode
+        return None
+
+    @property
+    def targetNames(self) -> tuple[str, ...]:
+        """
+        Every failover target of every mode, once each: the names that have
+        a breaker.
+        """
+        names: dict[str, None] = {}
+        for mode in self.modes:
+            for target in mode.failover:
+                names[target.name] = None
+        return tuple(names)
 
 
-def parseConfig(text: str, source: str, environ: Mapping[str, str]) -> Config:
+def parseConfig(
+    text: str,
+    source: str,
+    environ: Mapping[str, str],
+    directory: str | None = None,
+) -> Config:
     """
     Parse and validate configuration text.
 
     @param source: The file name used in error messages.
     @param environ: Where C{${NAME}} references are looked up.
+    @param directory: Where the config file is: relative paths in it (the
+        mode file) are taken from there.  L{None} for a config that is not a
+        file; it then has no mode file unless one is given in full.
     @raise ConfigError: On the first problem found.
     """
     try:
@@ -186,7 +255,7 @@ def parseConfig(text: str, source: str, environ: Mapping[str, str]) -> Config:
         raise ConfigError(source, None, "", "invalid YAML: nested too deeply") from None
     if root is None:
         root = yaml.MappingNode("tag:yaml.org,2002:map", [])
-    return _ConfigReader(source, environ).read(_Located(root, "", source))
+    return _ConfigReader(source, environ, directory).read(_Located(root, "", source))
 
 
 def defaultListen(host: str, port: int) -> str:
@@ -270,10 +339,22 @@ class _ConfigReader:
 
     source: str
     environ: Mapping[str, str]
+    directory: str | None
 
     def read(self, root: _Located) -> Config:
         top = self._mapping(
-            root, ("server", "default", "timeouts", "upstreams", "routes")
+            root,
+            (
+                "server",
+                "default",
+                "timeouts",
+                "upstreams",
+                "routes",
+                "modes",
+                "default_mode",
+                "mode_file",
+                "breaker",
+            ),
         )
         timeouts = (
             self._timeouts(top["timeouts"], Timeouts())
@@ -284,12 +365,21 @@ class _ConfigReader:
         default = self._default(top.get("default"), timeouts)
         named = self._namedUpstreams(top.get("upstreams"), timeouts)
         routes = self._routes(top.get("routes"), default, named, timeouts)
+        modes = self._modes(top.get("modes"), default, named, timeouts)
+        if modes and routes:
+            raise top["routes"].error(
+                "with 'modes', routes belong inside a mode (modes.NAME: [routes])"
+            )
         return Config(
             source=self.source,
             server=server,
             default=default,
             routes=routes,
             upstreams=tuple(named.values()),
+            modes=modes or (Mode(IMPLICIT_MODE, routes),),
+            defaultMode=self._defaultMode(top.get("default_mode"), modes),
+            modeFile=self._modeFile(top.get("mode_file")),
+            breaker=self._breaker(top.get("breaker")),
         )
 
     # Sections
@@ -404,6 +494,134 @@ class _ConfigReader:
                 )
             )
         return tuple(routes)
+
+    def _modes(
+        self,
+        located: _Located | None,
+        default: Upstream,
+        named: Mapping[str, Upstream],
+        timeouts: Timeouts,
+    ) -> tuple[Mode, ...]:
+        if located is None:
+            return ()
+        fields = self._mapping(located, None)
+        if not fields:
+            raise located.error("must define at least one mode")
+        routeSets: dict[str, Mode] = {}
+        failovers: dict[str, _Located] = {}
+        for name, item in fields.items():
+            if not _MODE_NAME.match(name):
+                raise item.error(
+                    "a mode name is letters, digits, '_', '.' and '-', starting"
+                    " with a letter or digit"
+                )
+            if isinstance(item.node, yaml.MappingNode):
+                failovers[name] = item
+            else:
+                routes = self._routes(item, default, named, timeouts)
+                routeSets[name] = Mode(name=name, routes=routes)
+        modes = dict(routeSets)
+        for name, item in failovers.items():
+            modes[name] = self._failoverMode(name, item, routeSets, failovers, named)
+        return tuple(modes[name] for name in fields)
+
+    def _failoverMode(
+        self,
+        name: str,
+        located: _Located,
+        routeSets: Mapping[str, Mode],
+        failovers: Mapping[str, _Located],
+        named: Mapping[str, Upstream],
+    ) -> Mode:
+        fields = self._mapping(located, ("failover",))
+        if "failover" not in fields:
+            raise located.error(
+                "a mode is a list of routes, or a mapping with 'failover'"
+                " (a list of modes or upstreams)"
+            )
+        targets: list[Target] = []
+        for item in self._list(fields["failover"]):
+            targetName = self._nonEmptyString(item)
+            if targetName in failovers:
+                raise item.error(
+                    f"{targetName!r} is itself a failover mode; list the modes"
+                    " or upstreams it fails over between instead"
+                )
+            if targetName in routeSets and targetName in named:
+                raise item.error(
+                    f"{targetName!r} is both a mode and an upstream; rename one"
+                )
+            if any(target.name == targetName for target in targets):
+                raise item.error(f"{targetName!r} is listed twice")
+            if targetName in routeSets:
+                target = Target(targetName, "mode", routeSets[targetName].routes)
+            elif targetName in named:
+                everything = Route(
+                    pattern=ModelPattern.parse("*"),
+                    upstream=named[targetName],
+                    model=None,
+                    label=item.key,
+                )
+                target = Target(targetName, "upstream", (everything,))
+            else:
+                raise item.error(
+                    f"no mode or upstream named {targetName!r}"
+                    + _suggestion(targetName, (*routeSets, *named))
+                )
+            targets.append(target)
+        if not targets:
+            raise fields["failover"].error("must name at least one mode or upstream")
+        return Mode(name=name, routes=(), failover=tuple(targets))
+
+    def _defaultMode(self, located: _Located | None, modes: tuple[Mode, ...]) -> str:
+        if located is None:
+            return modes[0].name if modes else IMPLICIT_MODE
+        name = self._nonEmptyString(located)
+        names = [mode.name for mode in modes] or [IMPLICIT_MODE]
+        if name not in names:
+            if not modes:
+                raise located.error("there are no 'modes' to choose from")
+            raise located.error(
+                f"no mode named {name!r}" + _suggestion(name, tuple(names))
+            )
+        return name
+
+    def _modeFile(self, located: _Located | None) -> str | None:
+        if located is None:
+            if self.directory is None:
+                return None
+            return os.path.join(self.directory, DEFAULT_MODE_FILE)
+        path = os.path.expanduser(self._nonEmptyString(located))
+        if os.path.isabs(path):
+            return path
+        if self.directory is None:
+            raise located.error(
+                "a relative path needs a config file to be relative to; give"
+                " the full path"
+            )
+        return os.path.join(self.directory, path)
+
+    def _breaker(self, located: _Located | None) -> BreakerPolicy:
+        fields = self._mapping(located, ("failures", "timeouts", "cooldowns"))
+        policy = BreakerPolicy()
+        failures = (
+            self._integer(fields["failures"], 1, 1000)
+            if "failures" in fields
+            else policy.failures
+        )
+        timeouts = (
+            self._integer(fields["timeouts"], 1, 1000)
+            if "timeouts" in fields
+            else policy.timeouts
+        )
+        cooldowns = policy.cooldowns
+        if "cooldowns" in fields:
+            cooldowns = tuple(
+                self._duration(item) for item in self._list(fields["cooldowns"])
+            )
+            if not cooldowns:
+                raise fields["cooldowns"].error("must list at least one duration")
+        return BreakerPolicy(failures=failures, timeouts=timeouts, cooldowns=cooldowns)
 
     def _routeUpstream(
         self, located: _Located, named: Mapping[str, Upstream], timeouts: Timeouts

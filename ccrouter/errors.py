@@ -55,3 +55,44 @@ def upstreamUnavailable(message: str) -> ProxyError:
 
 def upstreamTimeout(message: str) -> ProxyError:
     return ProxyError(504, "timeout_error", message)
+
+
+#: Anthropic's error type for each status it uses.
+_TYPE_FOR_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def errorForStatus(status: int, message: str) -> ProxyError:
+    """
+    An error with the type Anthropic gives C{status}.
+    """
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
+    return ProxyError(status, _TYPE_FOR_STATUS.get(status, fallback), message)
+
+
+def isAnthropicError(body: bytes) -> bool:
+    """
+    Whether C{body} is an error in Anthropic's shape, which Claude Code
+    reads the type and message of (and must get unmodified).
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(document, dict) or document.get("type") != "error":
+        return False
+    detail = document.get("error")
+    return (
+        isinstance(detail, dict)
+        and isinstance(detail.get("type"), str)
+        and isinstance(detail.get("message"), str)
+    )

@@ -31,6 +31,10 @@ def describeHeadersTimeout(upstream: Upstream, seconds: float) -> ProxyError:
     )
 
 
+def isConnectTimeout(failure: Failure) -> bool:
+    return failure.check(error.TimeoutError) is not None
+
+
 def describeFailure(failure: Failure, upstream: Upstream) -> ProxyError:
     """
     The error to answer with when no response came from C{upstream}.

@@ -20,9 +20,10 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -30,19 +31,28 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ccrouter.config import Config, Upstream
-from ccrouter.errors import ProxyError
-from ccrouter.failures import describeFailure, describeHeadersTimeout
-from ccrouter.guard import checkRequest
+from ccrouter.breaker import CLIENT_LEFT, Outcome, Verdict
+from ccrouter.config import Upstream
+from ccrouter.errors import ProxyError, errorForStatus, isAnthropicError
+from ccrouter.failures import (
+    describeFailure,
+    describeHeadersTimeout,
+    isConnectTimeout,
+)
 from ccrouter.headers import clientResponseHeaders, upstreamRequestHeaders
+from ccrouter.live import LiveState
+from ccrouter.outcomes import outcomeOfStatus
 from ccrouter.relay import ResponseRelay
-from ccrouter.routing import Attempt, Plan, planRequest
+from ccrouter.routing import Plan, planRequest
 
 #: Returns the agent that reaches an upstream (one shared connection pool).
 AgentFor = Callable[[Upstream], IAgent]
 
 #: Response headers Twisted sets by itself that must not mask the upstream's.
 _SERVER_DEFAULTS = (b"server", b"date", b"content-type")
+
+#: An upstream error body larger than this is not passed on whole.
+_ERROR_BODY_LIMIT = 64 * 1024
 
 
 def writeError(request: Request, error: ProxyError) -> None:
@@ -60,53 +70,42 @@ def writeError(request: Request, error: ProxyError) -> None:
 class ProxyResource(Resource):
     """
     Forwards every request it is given to the upstream the routing plan
-    names.  A leaf: the raw request target is used, never the path segments
-    Twisted decoded from it.
+    names, failing over between the targets of a failover mode.  A leaf: the
+    raw request target is used, never the path segments Twisted decoded
+    from it.  The root resource has already checked the request.
     """
 
     isLeaf = True
 
     def __init__(
         self,
-        currentConfig: Callable[[], Config],
+        live: LiveState,
         agentFor: AgentFor,
         clock: IReactorTime,
     ) -> None:
         super().__init__()
-        self._currentConfig = currentConfig
+        self._live = live
         self._agentFor = agentFor
         self._clock = clock
 
     def render(self, request: Request) -> int | bytes:
-        config = self._currentConfig()
+        live = self._live
         headers = request.requestHeaders
-        # Two Host headers are as suspect as a foreign one.
-        hosts = headers.getRawHeaders(b"host", [])
-        origins = headers.getRawHeaders(b"origin", [])
-        refusal = checkRequest(
-            request.uri,
-            hosts[0] if len(hosts) == 1 else None,
-            b", ".join(origins) if origins else None,
-            config.server.allowedHosts,
-            config.server.allowedOrigins,
-        )
-        if refusal is not None:
-            writeError(request, refusal)
-            return NOT_DONE_YET
-        target = request.uri
         assert request.content is not None
         request.content.seek(0)
         body = request.content.read()
-        path = target.split(b"?", 1)[0]
-        plan = planRequest(config, request.method, path, body)
+        path = request.uri.split(b"?", 1)[0]
+        # Config and mode are read once: a reload or a mode switch applies
+        # to the requests that start after it.
+        plan = planRequest(live.config, request.method, path, body, live.modeName)
         hasBody = headers.hasHeader(b"content-length") or headers.hasHeader(
             b"transfer-encoding"
         )
         _Exchange(
             request=request,
             plan=plan,
-            attempt=plan.attempts[0],
-            agent=self._agentFor(plan.attempts[0].upstream),
+            live=live,
+            agentFor=self._agentFor,
             clock=self._clock,
             sendBody=hasBody,
         ).start()
@@ -201,10 +200,47 @@ class _Discard(Protocol):
         cast(IPushProducer, self.transport).stopProducing()
 
 
+class _ErrorBody(Protocol):
+    """
+    Reads a small error response body whole; gives up (with L{None}) beyond
+    C{limit} bytes or after C{idle} seconds of silence.
+    """
+
+    def __init__(self, limit: int, idle: float, clock: IReactorTime) -> None:
+        self.finished: Deferred[bytes | None] = Deferred()
+        self._limit = limit
+        self._idle = idle
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._complete = True
+        self._timer = clock.callLater(idle, self._giveUp)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._timer.active():
+            self._timer.reset(self._idle)
+        self._size += len(data)
+        if self._size > self._limit:
+            self._giveUp()
+            return
+        self._chunks.append(data)
+
+    def _giveUp(self) -> None:
+        self._complete = False
+        if self.transport is not None:
+            cast(IPushProducer, self.transport).stopProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._timer.active():
+            self._timer.cancel()
+        complete = self._complete and reason.check(ResponseDone) is not None
+        self.finished.callback(b"".join(self._chunks) if complete else None)
+
+
 class _Exchange:
     """
-    One client request and its upstream counterpart, from sending the
-    request to the last byte relayed.
+    One client request and its upstream counterparts: each attempt in turn
+    (the next target as soon as one fails, while nothing has been written
+    to the client), then the response relayed to its last byte.
     """
 
     _log = Logger()
@@ -213,17 +249,22 @@ class _Exchange:
         self,
         request: Request,
         plan: Plan,
-        attempt: Attempt,
-        agent: IAgent,
+        live: LiveState,
+        agentFor: AgentFor,
         clock: IReactorTime,
         sendBody: bool,
     ) -> None:
         self._request = request
         self._plan = plan
-        self._attempt = attempt
-        self._agent = agent
+        self._live = live
+        self._agentFor = agentFor
         self._clock = clock
         self._sendBody = sendBody
+        self._remaining = list(plan.attempts)
+        self._attempt = plan.attempts[0]
+        self._probe = False
+        self._recorded = True
+        self._failures: list[str] = []
         self._clientGone = False
         self._timedOut = False
         self._headersTimer: IDelayedCall | None = None
@@ -240,11 +281,22 @@ class _Exchange:
 
     def start(self) -> None:
         self._request.notifyFinish().addErrback(self._clientDisconnected)
+        self._attemptNext()
+
+    def _attemptNext(self) -> None:
+        live = self._live
+        index = live.board.pick(
+            [attempt.target for attempt in self._remaining], live.now()
+        )
+        self._attempt = self._remaining.pop(index)
+        self._probe = live.begin(self._attempt.target)
+        self._recorded = False
+        self._timedOut = False
         request = self._request
         headers = upstreamRequestHeaders(request.requestHeaders, self._upstream)
         # A fresh HTTPClient per request: its cookie jar must not carry one
         # upstream's cookies into another client's request.
-        client = HTTPClient(_VerbatimAgent(self._agent))
+        client = HTTPClient(_VerbatimAgent(self._agentFor(self._upstream)))
         self._headersTimer = self._clock.callLater(
             self._headersTimeout, self._headersTimedOut
         )
@@ -259,6 +311,18 @@ class _Exchange:
         self._pending = pending
         pending.addCallbacks(self._gotResponse, self._failedBeforeResponse)
         pending.addErrback(self._bug)
+
+    def _record(self, outcome: Outcome) -> None:
+        """
+        Tell the target's breaker how this attempt went (once).
+        """
+        if self._recorded:
+            return
+        self._recorded = True
+        self._live.record(self._attempt.target, outcome, self._probe)
+        if outcome.isFailure:
+            where = self._attempt.target or self._upstream.name
+            self._failures.append(f"{where}: {outcome.reason}")
 
     def _headersTimedOut(self) -> None:
         self._timedOut = True
@@ -276,14 +340,41 @@ class _Exchange:
         elif self._pending is not None:
             self._pending.cancel()
 
+    def _failOver(self, problem: str) -> None:
+        assert self._remaining
+        self._live.failovers += 1
+        self._log.warn(
+            "{target} failed ({problem}); trying the next target",
+            target=self._attempt.target,
+            problem=problem,
+        )
+        self._attemptNext()
+
     def _gotResponse(self, response: _Response) -> None:
         self._pending = None
         self._stopHeadersTimer()
         if self._clientGone:
+            self._record(CLIENT_LEFT)
             response.deliverBody(_Discard())
             return
+        original = response.original
+        assert isinstance(original, _UndecodedResponse)
+        upstreamHeaders = original.upstreamHeaders
+        outcome = outcomeOfStatus(
+            response.code,
+            lambda name: _firstHeader(upstreamHeaders, name),
+            self._live.wallNow(),
+        )
         try:
-            self._relayResponse(response)
+            if outcome.verdict is not Verdict.SUCCESS:
+                self._record(outcome)
+            if outcome.isFailure and self._remaining:
+                response.deliverBody(_Discard())
+                self._failOver(outcome.reason)
+            elif outcome.isFailure and self._plan.failover:
+                self._answerExhausted(response)
+            else:
+                self._relayResponse(response)
         except BaseException:
             # Whatever went wrong, the upstream connection must not stay
             # stuck with an unread body.
@@ -296,12 +387,7 @@ class _Exchange:
         original = response.original
         assert isinstance(original, _UndecodedResponse)
         headers = clientResponseHeaders(original.upstreamHeaders)
-        request.setResponseCode(response.code, response.phrase)
-        for name in _SERVER_DEFAULTS:
-            request.responseHeaders.removeHeader(name)
-        request.defaultContentType = None
-        for name, values in headers.getAllRawHeaders():
-            request.responseHeaders.setRawHeaders(name, list(values))
+        self._copyResponseHead(response.code, response.phrase, headers)
         framedByLength = (
             isinstance(original.length, int)
             and request.method != b"HEAD"
@@ -321,19 +407,95 @@ class _Exchange:
         # sees the stream start as soon as the upstream does.
         request.write(b"")
         self._relay = ResponseRelay(
-            request, self._upstream, eventStream, framedByLength, self._clock
+            request,
+            self._upstream,
+            eventStream,
+            framedByLength,
+            self._clock,
+            onEnd=self._record,
+            expectMessageStop=(
+                self._plan.streaming
+                and self._plan.clientModel is not None
+                and 200 <= response.code < 300
+            ),
         )
         response.deliverBody(self._relay)
+
+    def _copyResponseHead(self, code: int, phrase: bytes, headers: Headers) -> None:
+        request = self._request
+        request.setResponseCode(code, phrase)
+        for name in _SERVER_DEFAULTS:
+            request.responseHeaders.removeHeader(name)
+        request.defaultContentType = None
+        for name, values in headers.getAllRawHeaders():
+            request.responseHeaders.setRawHeaders(name, list(values))
+
+    def _answerExhausted(self, response: _Response) -> None:
+        """
+        Every target failed and the last one answered with an error: give
+        the client that status, with the upstream's own error body when it
+        is in Anthropic's shape, and tell it not to retry what ccrouter has
+        just tried everywhere.
+        """
+        collector = _ErrorBody(
+            _ERROR_BODY_LIMIT, self._upstream.timeouts.idle, self._clock
+        )
+        response.deliverBody(collector)
+        original = response.original
+        assert isinstance(original, _UndecodedResponse)
+        headers = clientResponseHeaders(original.upstreamHeaders)
+
+        def answer(body: bytes | None) -> None:
+            if self._clientGone:
+                return
+            self._logExhausted()
+            if body is None or not isAnthropicError(body):
+                fallback = errorForStatus(response.code, self._summary())
+                body = fallback.body()
+            for name in (b"content-encoding", b"content-length", b"content-type"):
+                headers.removeHeader(name)
+            self._copyResponseHead(response.code, response.phrase, headers)
+            _writeFinal(self._request, body)
+
+        collector.finished.addCallback(answer).addErrback(self._bug)
+
+    def _summary(self) -> str:
+        return "every target failed: " + "; ".join(self._failures)
+
+    def _logExhausted(self) -> None:
+        self._log.warn(
+            "{method} {path}: {summary}",
+            method=self._request.method.decode("ascii"),
+            path=self._request.path.decode("ascii", "replace"),
+            summary=self._summary(),
+        )
 
     def _failedBeforeResponse(self, failure: Failure) -> None:
         self._pending = None
         self._stopHeadersTimer()
         if self._clientGone:
+            self._record(CLIENT_LEFT)
             return
         if self._timedOut:
             error = describeHeadersTimeout(self._upstream, self._headersTimeout)
         else:
             error = describeFailure(failure, self._upstream)
+        timedOut = self._timedOut or isConnectTimeout(failure)
+        self._record(
+            Outcome(Verdict.TIMEOUT if timedOut else Verdict.FAILURE, error.message)
+        )
+        if self._remaining:
+            self._failOver(error.message)
+            return
+        if self._plan.failover:
+            self._logExhausted()
+            exhausted = ProxyError(error.status, error.type, self._summary())
+            self._request.setResponseCode(exhausted.status)
+            self._request.responseHeaders.setRawHeaders(
+                b"x-should-retry", [b"false"]
+            )
+            writeError(self._request, exhausted)
+            return
         self._log.warn(
             "{method} {path} to {upstream} failed: {problem}",
             method=self._request.method.decode("ascii"),
@@ -347,3 +509,18 @@ class _Exchange:
         self._log.failure("proxying a request failed unexpectedly", failure)
         if not self._clientGone:
             self._request.channel.forceAbortClient()
+
+
+def _firstHeader(headers: Headers, name: str) -> str | None:
+    values = headers.getRawHeaders(name.encode("ascii"))
+    if not values:
+        return None
+    return values[0].decode("latin-1")
+
+
+def _writeFinal(request: Request, body: bytes) -> None:
+    request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    request.responseHeaders.setRawHeaders(b"x-should-retry", [b"false"])
+    request.write(body)
+    request.finish()

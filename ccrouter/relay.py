@@ -6,6 +6,7 @@ chunk by chunk, as it arrives.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -19,9 +20,11 @@ from twisted.web.client import (  # type: ignore[attr-defined]
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ccrouter.breaker import CLIENT_LEFT, SUCCEEDED, Outcome, Verdict
 from ccrouter.config import Upstream
+from ccrouter.errors import upstreamUnavailable
 from ccrouter.failures import describeBrokenBody, describeIdleTimeout
-from ccrouter.sse import EventBoundary
+from ccrouter.sse import EventBoundary, EventNames
 
 
 @implementer(IPushProducer)
@@ -38,6 +41,10 @@ class ResponseRelay(Protocol):
     off ends in a way the client can see: an SSE C{error} event when the
     stream is between events (and not framed by a Content-Length), otherwise
     an aborted connection, never a clean end on a truncated body.
+
+    When the body ends, C{onEnd} hears what it says about the upstream: an
+    Anthropic stream is only a success if it reached C{message_stop}
+    without an C{error} event.
     """
 
     _log = Logger()
@@ -49,11 +56,20 @@ class ResponseRelay(Protocol):
         eventStream: bool,
         framedByLength: bool,
         clock: IReactorTime,
+        onEnd: Callable[[Outcome], None] = lambda outcome: None,
+        expectMessageStop: bool = False,
     ) -> None:
+        """
+        @param expectMessageStop: Whether the body is an Anthropic Messages
+            stream, which must end with C{message_stop}.
+        """
         self._request = request
         self._upstream = upstream
         self._clock = clock
+        self._onEnd = onEnd
         self._boundary = EventBoundary() if eventStream and not framedByLength else None
+        self._events = EventNames() if eventStream else None
+        self._expectMessageStop = expectMessageStop and eventStream
         self._idleCall: IDelayedCall | None = None
         self._idleExpired = False
         self._clientGone = False
@@ -69,6 +85,8 @@ class ResponseRelay(Protocol):
             self._idleCall.reset(self._upstream.timeouts.idle)
         if self._boundary is not None:
             self._boundary.feed(data)
+        if self._events is not None:
+            self._events.feed(data)
         self.bytesRelayed += len(data)
         self._request.write(data)
 
@@ -123,23 +141,57 @@ class ResponseRelay(Protocol):
         self._ended = True
         self._cancelIdleTimer()
         if self._clientGone:
+            self._onEnd(CLIENT_LEFT)
             return
         self._request.unregisterProducer()
         if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):
-            self._request.finish()
+            self._endedCleanly()
             return
         if self._idleExpired:
             error = describeIdleTimeout(self._upstream)
+            verdict = Verdict.TIMEOUT
         else:
             error = describeBrokenBody(reason, self._upstream)
+            verdict = Verdict.FAILURE
         self._log.warn(
             "response from {upstream} broke off after {relayed} bytes: {problem}",
             upstream=self._upstream.name,
             relayed=self.bytesRelayed,
             problem=error.message,
         )
+        self._endWithError(error.event())
+        self._onEnd(Outcome(verdict, error.message))
+
+    def _endedCleanly(self) -> None:
+        events = self._events
+        if events is not None and events.sawError:
+            self._request.finish()
+            self._onEnd(Outcome(Verdict.FAILURE, "the stream carried an error event"))
+        elif self._expectMessageStop and not (
+            events is not None and events.sawMessageStop
+        ):
+            error = upstreamUnavailable(
+                f"upstream {self._upstream.host}:{self._upstream.port} ended the"
+                " stream before message_stop"
+            )
+            self._log.warn(
+                "response from {upstream} ended early: {problem}",
+                upstream=self._upstream.name,
+                problem=error.message,
+            )
+            self._endWithError(error.event())
+            self._onEnd(Outcome(Verdict.FAILURE, error.message))
+        else:
+            self._request.finish()
+            self._onEnd(SUCCEEDED)
+
+    def _endWithError(self, event: bytes) -> None:
+        """
+        End a broken body where the client can tell: an error event between
+        events, or else a dropped connection.
+        """
         if self._boundary is not None and self._boundary.atBoundary:
-            self._request.write(error.event())
+            self._request.write(event)
             self._request.finish()
         else:
             self._request.channel.forceAbortClient()

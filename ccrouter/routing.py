@@ -14,7 +14,8 @@ from attrs import frozen
 from ccrouter.body import parseRequestBody
 
 if TYPE_CHECKING:
-    from ccrouter.config import Config, Route, Upstream
+    from ccrouter.body import RequestBody
+    from ccrouter.config import Config, Mode, Route, Upstream
 
 #: Paths whose JSON body carries the C{model} that routing decides on.  Any
 #: query string (Claude Code always sends C{?beta=true}) is ignored here.
@@ -52,12 +53,15 @@ class Attempt:
         one.
     @ivar route: The rule that chose this attempt, or L{None} for the
         default upstream.
+    @ivar target: The failover target (or the mode) it serves, whose
+        breaker hears how it went; L{None} for requests that are not routed.
     """
 
     upstream: Upstream
     body: bytes
     upstreamModel: str | None
     route: Route | None
+    target: str | None = None
 
 
 @frozen
@@ -67,12 +71,17 @@ class Plan:
 
     @ivar clientModel: The model the client asked for, if the body has one.
     @ivar streaming: Whether the body asks for an SSE response.
-    @ivar attempts: Ways to serve it, in order of preference.
+    @ivar attempts: Ways to serve it, in order of preference: one, or one
+        per target of a failover mode.
+    @ivar mode: The mode it was planned in.
+    @ivar failover: Whether the mode fails over between targets.
     """
 
     clientModel: str | None
     streaming: bool
     attempts: tuple[Attempt, ...]
+    mode: str
+    failover: bool = False
 
 
 def findRoute(routes: tuple[Route, ...], model: str) -> Route | None:
@@ -85,38 +94,63 @@ def findRoute(routes: tuple[Route, ...], model: str) -> Route | None:
     return None
 
 
-def planRequest(config: Config, method: bytes, path: bytes, body: bytes) -> Plan:
+def planRequest(
+    config: Config,
+    method: bytes,
+    path: bytes,
+    body: bytes,
+    modeName: str | None = None,
+) -> Plan:
     """
-    Decide how to serve a request.
+    Decide how to serve a request in a mode (the config's default mode when
+    L{None} or unknown).
 
     Only C{POST} to a L{ROUTED_PATHS} path with a JSON object body naming a
     string C{model} is routed; everything else goes to the default upstream
-    exactly as it came.
+    exactly as it came, whatever the mode.
     """
+    mode = _modeNamed(config, modeName)
     passthrough = Attempt(
         upstream=config.default, body=body, upstreamModel=None, route=None
     )
     if method != b"POST" or path not in ROUTED_PATHS:
-        return Plan(clientModel=None, streaming=False, attempts=(passthrough,))
+        return Plan(None, False, (passthrough,), mode.name)
     parsed = parseRequestBody(body)
     if parsed is None or parsed.model is None:
         streaming = parsed is not None and parsed.streaming
-        return Plan(clientModel=None, streaming=streaming, attempts=(passthrough,))
+        return Plan(None, streaming, (passthrough,), mode.name)
+    if mode.failover:
+        attempts = tuple(
+            _attempt(config, target.routes, parsed, body, target.name)
+            for target in mode.failover
+        )
+        return Plan(parsed.model, parsed.streaming, attempts, mode.name, True)
+    attempt = _attempt(config, mode.routes, parsed, body, mode.name)
+    return Plan(parsed.model, parsed.streaming, (attempt,), mode.name)
+
+
+def _modeNamed(config: Config, name: str | None) -> Mode:
+    mode = None if name is None else config.mode(name)
+    if mode is None:
+        mode = config.mode(config.defaultMode)
+    assert mode is not None, "a parsed config always has its default mode"
+    return mode
+
+
+def _attempt(
+    config: Config,
+    routes: tuple[Route, ...],
+    parsed: RequestBody,
+    body: bytes,
+    target: str,
+) -> Attempt:
     model = parsed.model
-    route = findRoute(config.routes, model)
+    assert model is not None
+    route = findRoute(routes, model)
     if route is None:
-        attempt = Attempt(
-            upstream=config.default, body=body, upstreamModel=model, route=None
-        )
-    elif route.model is None or route.model == model:
-        attempt = Attempt(
-            upstream=route.upstream, body=body, upstreamModel=model, route=route
-        )
-    else:
-        attempt = Attempt(
-            upstream=route.upstream,
-            body=parsed.withModel(route.model),
-            upstreamModel=route.model,
-            route=route,
-        )
-    return Plan(clientModel=model, streaming=parsed.streaming, attempts=(attempt,))
+        return Attempt(config.default, body, model, None, target)
+    if route.model is None or route.model == model:
+        return Attempt(route.upstream, body, model, route, target)
+    return Attempt(
+        route.upstream, parsed.withModel(route.model), route.model, route, target
+    )

@@ -44,3 +44,34 @@ class EventBoundary:
                 return False
             endings += 1
         return endings == 2
+
+
+#: Event names are short; a longer partial line is a data line.
+_MAX_NAME_LINE = 64
+
+
+class EventNames:
+    """
+    Notes the C{event:} names a relayed stream carries, as far as telling a
+    complete Anthropic stream (one with C{message_stop}) from a failed one
+    (one with C{error}) needs.  Data lines are skipped without being kept.
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self.sawMessageStop = False
+        self.sawError = False
+
+    def feed(self, data: bytes) -> None:
+        buffered = self._partial + data
+        lines = buffered.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        self._partial = lines.pop()[:_MAX_NAME_LINE]
+        for line in lines:
+            if line.startswith(b"event:"):
+                self._sawEvent(line[6:].strip())
+
+    def _sawEvent(self, name: bytes) -> None:
+        if name == b"message_stop":
+            self.sawMessageStop = True
+        elif name == b"error":
+            self.sawError = True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
@@ -18,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
+    IReactorThreads,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
@@ -27,9 +29,13 @@ from twisted.web.server import Site
 
 from ccrouter import __version__
 from ccrouter.agents import PooledAgents
+from ccrouter.breaker import BreakerBoard
 from ccrouter.config import Config, ConfigError, parseConfig
-from ccrouter.proxy import ProxyResource
+from ccrouter.live import LiveState
+from ccrouter.root import resourceTree
 from ccrouter.server import ProxySite
+from ccrouter.state import loadBoard, saveBoard
+from ccrouter.watch import Watcher
 
 DEFAULT_CONFIG_NAME = "<built-in default config>"
 
@@ -84,7 +90,7 @@ def loadConfig(path: str | None, environ: Mapping[str, str]) -> Config:
         raise ConfigError(path, None, "", f"cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(path, None, "", "is not UTF-8 text") from None
-    return parseConfig(text, path, environ)
+    return parseConfig(text, path, environ, os.path.dirname(os.path.abspath(path)))
 
 
 def exitAtStartup(message: str) -> SystemExit:
@@ -178,8 +184,9 @@ class ListeningService(Service):
 
 def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     """
-    The service tree for C{twistd ccrouter}: the shared upstream connection
-    pool and one listener per endpoint, all serving the proxy.
+    The service tree for C{twistd ccrouter}: the file watcher, the shared
+    upstream connection pool and one listener per endpoint, all serving the
+    resource tree.
 
     @raise SystemExit: With status 1, after one line on standard error, if
         the config or an endpoint is invalid.
@@ -188,17 +195,44 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    configPath = options["config"]
+    environ = dict(os.environ)
     try:
-        config = loadConfig(options["config"], os.environ)
+        config = loadConfig(configPath, environ)
     except ConfigError as e:
         raise exitAtStartup(str(e)) from None
     listen = tuple(options["listen"]) or config.server.listen
 
+    def saveBreakers(path: str, board: BreakerBoard) -> None:
+        saveBoard(path, board, time.monotonic, time.time)
+
+    live = LiveState(
+        config,
+        now=time.monotonic,
+        wallNow=time.time,
+        configPath=None if configPath is None else os.path.abspath(configPath),
+        saveBreakers=saveBreakers,
+    )
+    _restoreBreakers(live)
+
     top = MultiService()
+    watcher = Watcher(
+        live,
+        live.configPath,
+        lambda path: loadConfig(path, environ),
+        reactor,
+        callFromThread=(
+            reactor.callFromThread if IReactorThreads.providedBy(reactor) else None
+        ),
+    )
+    watcher.setServiceParent(top)
     agents = PooledAgents(reactor)
     agents.setServiceParent(top)
-    proxy = ProxyResource(lambda: config, agents.agentFor, reactor)
-    site = ProxySite(proxy, lambda: config.server.maxBodyBytes, reactor=reactor)
+    site = ProxySite(
+        resourceTree(live, agents.agentFor, reactor),
+        lambda: live.config.server.maxBodyBytes,
+        reactor=reactor,
+    )
     site.noisy = False
     for description in listen:
         try:
@@ -209,3 +243,28 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
             ) from None
         ListeningService(description, endpoint, site, reactor).setServiceParent(top)
     return top
+
+
+_log = Logger()
+
+
+def _restoreBreakers(live: LiveState) -> None:
+    path = live.breakerStateFile
+    if path is None:
+        return
+    try:
+        restored = loadBoard(path, live.board, live.now(), live.wallNow())
+    except ValueError as e:
+        _log.warn(
+            "ignoring the breaker state in {path}: {problem}; every target"
+            " starts closed",
+            path=path,
+            problem=str(e),
+        )
+        return
+    if restored:
+        _log.info(
+            "restored the breaker state of {targets} from {path}",
+            targets=", ".join(restored),
+            path=path,
+        )

@@ -170,6 +170,8 @@ class LockstepStream:
         self._request: Request | None = None
 
     def event(self, index: int) -> bytes:
+        if index == self.count - 1:
+            return sse("message_stop", {"type": "message_stop"})
         return sse(
             "content_block_delta",
             {

@@ -267,7 +267,8 @@ class ErrorTests(SynchronousTestCase):
         self.assertConfigError(
             "server: {}\nfoo: 1\n",
             "config.yaml:2: foo: unknown key 'foo'; expected one of:"
-            " server, default, timeouts, upstreams, routes",
+            " server, default, timeouts, upstreams, routes, modes, default_mode,"
+            " mode_file, breaker",
         )
 
     def test_wrongTypes(self) -> None:

@@ -22,7 +22,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ccrouter.config import Config, Upstream, parseConfig
-from ccrouter.proxy import ProxyResource
+from ccrouter.live import LiveState
+from ccrouter.root import resourceTree
 from tests.sseclient import EventReader
 
 CONFIG = """
@@ -40,6 +41,7 @@ routes:
       auth: {header: "x-api-key", value: "${Z_AI_API_KEY}"}
 """
 ZAI_KEY = "zai-CANARY-3f1c"
+WALL = 1795262400.0
 CLIENT_KEY = "sk-ant-api03-CLIENT-CANARY"
 
 
@@ -98,8 +100,9 @@ class ProxyHarness(SynchronousTestCase):
         self.upstreamAgent = RequestTraversalAgent(self.upstream)
         self.agent: IAgent = self.upstreamAgent
         self.chosen: list[Upstream] = []
-        self.proxy = ProxyResource(lambda: self.config, self.agentFor, self.clock)
-        self.client = StubTreq(self.proxy)
+        self.live = LiveState(self.config, now=self.clock.seconds, wallNow=lambda: WALL)
+        self.tree = resourceTree(self.live, self.agentFor, self.clock)
+        self.client = StubTreq(self.tree)
 
     def agentFor(self, upstream: Upstream) -> IAgent:
         self.chosen.append(upstream)
@@ -241,7 +244,7 @@ class ForwardingTests(ProxyHarness):
             response.headers.getRawHeaders(b"set-cookie"), [b"cdn=tracking"]
         )
         # A new client, so that only a cookie the proxy kept could be sent.
-        self.client = StubTreq(self.proxy)
+        self.client = StubTreq(self.tree)
         self.post(message("claude-haiku-4-5", stream=False))
         self.assertIsNone(
             self.upstream.requests[1].requestHeaders.getRawHeaders(b"cookie")
@@ -262,6 +265,7 @@ class StreamingTests(ProxyHarness):
         response.deliverBody(reader)
         upstreamRequest = self.upstream.requests[0]
         events = [b'event: ping\ndata: {"n": %d}\n\n' % i for i in range(5)]
+        events.append(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
         for count, event in enumerate(events, 1):
             upstreamRequest.write(event)
             self.flush()
@@ -269,6 +273,22 @@ class StreamingTests(ProxyHarness):
         upstreamRequest.finish()
         self.flush()
         self.assertEqual(self.successResultOf(reader.done), b"".join(events))
+
+    def test_cleanEndBeforeMessageStop(self) -> None:
+        """
+        A stream the upstream ends cleanly but without C{message_stop} is
+        not complete: the client gets an error event after what was sent,
+        never a clean-looking truncated stream.
+        """
+        upstreamRequest, reader = self.openStream()
+        partial = b'event: message_start\ndata: {"type": "message_start"}\n\n'
+        upstreamRequest.write(partial)
+        upstreamRequest.finish()
+        self.flush()
+        body = self.successResultOf(reader.done)
+        self.assertTrue(body.startswith(partial))
+        self.assertEqual(reader.events[-1].split(b"\n")[0], b"event: error")
+        self.assertIn(b"before message_stop", reader.events[-1])
 
     def test_upstreamDropBetweenEvents(self) -> None:
         """

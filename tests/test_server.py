@@ -17,7 +17,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ccrouter.config import parseConfig
-from ccrouter.proxy import ProxyResource
+from ccrouter.live import LiveState
+from ccrouter.root import resourceTree
 from ccrouter.server import ProxySite
 from tests.test_proxy import FailingAgent
 
@@ -159,8 +160,9 @@ class GuardTests(ServerHarness):
             agents.append(upstream)
             return FailingAgent(error.ConnectionRefusedError())
 
-        proxy = ProxyResource(lambda: self.config, agentFor, MemoryReactorClock())
-        channel, transport = self.connect(proxy)
+        clock = MemoryReactorClock()
+        live = LiveState(self.config, now=clock.seconds, wallNow=clock.seconds)
+        channel, transport = self.connect(resourceTree(live, agentFor, clock))
         channel.dataReceived(request)  # type: ignore[attr-defined]
         head, _, body = transport.value().partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])

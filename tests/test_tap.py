@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ccrouter.agents import PooledAgents
 from ccrouter.tap import ListeningService, Options, loadConfig, makeService
+from ccrouter.watch import Watcher
 
 
 def parse(*arguments: str) -> Options:
@@ -73,7 +74,9 @@ class MakeServiceTests(SynchronousTestCase):
         service.privilegedStartService()
         self.assertEqual([server[0] for server in reactor.tcpServers], [7001, 7002])
         kinds = [type(child) for child in service]
-        self.assertEqual(kinds, [PooledAgents, ListeningService, ListeningService])
+        self.assertEqual(
+            kinds, [Watcher, PooledAgents, ListeningService, ListeningService]
+        )
 
     def test_invalidConfigExitsWithOneLine(self) -> None:
         """

@@ -1,0 +1,389 @@
+# -*- test-case-name: tests.test_breaker -*-
+"""
+Circuit breakers, one per failover target: consecutive failures are
+counted, enough of them take the target out of rotation for the next
+cooldown of the schedule, and when the cooldown ends exactly one real
+request probes it before traffic returns.
+
+Pure: every method is given the current time (monotonic seconds), so tests
+walk a four-hour schedule in microseconds and a wall-clock jump cannot end a
+cooldown early.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from attrs import frozen
+
+DEFAULT_COOLDOWNS = (30 * 60.0, 60 * 60.0, 120 * 60.0, 240 * 60.0)
+
+
+class Verdict(enum.Enum):
+    """
+    What one finished attempt says about its target's health.
+    """
+
+    #: A 2xx that was relayed to its end: resets the count, closes the breaker.
+    SUCCESS = "success"
+    #: Connection, TLS or DNS error, 429/401/402/403/5xx, a broken stream.
+    FAILURE = "failure"
+    #: A connect, response-header or idle timeout.
+    TIMEOUT = "timeout"
+    #: The request's own fault (400, 404, 413, 422...) or a client that left:
+    #: says nothing about the target.
+    NEUTRAL = "neutral"
+
+
+@frozen
+class Outcome:
+    """
+    @ivar reason: Short and secret-free, for logs and C{/health}.
+    @ivar resetAfter: For a rate limit that said when it resets: seconds from
+        now until then.
+    """
+
+    verdict: Verdict
+    reason: str
+    resetAfter: float | None = None
+
+    @property
+    def isFailure(self) -> bool:
+        return self.verdict in (Verdict.FAILURE, Verdict.TIMEOUT)
+
+
+SUCCEEDED = Outcome(Verdict.SUCCESS, "ok")
+CLIENT_LEFT = Outcome(Verdict.NEUTRAL, "the client disconnected")
+
+
+@frozen
+class BreakerPolicy:
+    """
+    @ivar failures: Consecutive failures of any kind that open the breaker.
+    @ivar timeouts: Consecutive timeouts that open it.
+    @ivar cooldowns: The schedule: the Nth opening lasts C{cooldowns[N]},
+        and every opening after the last step lasts as long as the last step.
+    """
+
+    failures: int = 3
+    timeouts: int = 2
+    cooldowns: tuple[float, ...] = DEFAULT_COOLDOWNS
+
+    @property
+    def longestCooldown(self) -> float:
+        return max(self.cooldowns)
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class CooldownSource(enum.Enum):
+    SCHEDULE = "schedule"
+    #: The upstream said when its rate limit resets.
+    RATE_LIMIT = "rate-limit-reset"
+
+
+@frozen
+class FailureRecord:
+    reason: str
+    at: float
+
+
+@frozen
+class Transition:
+    """
+    A change worth logging and saving: the breaker opened or closed.
+
+    @ivar cooldown: For an opening, how long it lasts.
+    """
+
+    opened: bool
+    cooldown: float
+    source: CooldownSource | None
+    reason: str
+
+
+@frozen
+class BreakerReport:
+    """
+    A breaker as C{/health} shows it, at one moment.
+    """
+
+    state: State
+    consecutiveFailures: int
+    consecutiveTimeouts: int
+    cooldownRemaining: float
+    cooldownSource: CooldownSource | None
+    opens: int
+    nextCooldown: float
+    lastFailure: FailureRecord | None
+    requests: int
+    failures: int
+    probing: bool
+
+
+class Breaker:
+    """
+    The health of one target.  Not thread-safe; everything happens on the
+    reactor thread.
+    """
+
+    def __init__(self, policy: BreakerPolicy) -> None:
+        self.policy = policy
+        self._consecutiveFailures = 0
+        self._consecutiveTimeouts = 0
+        #: When the current cooldown ends; L{None} while closed.
+        self._openUntil: float | None = None
+        self._source: CooldownSource | None = None
+        #: Index into the schedule of the next scheduled opening.
+        self._step = 0
+        self._lastCooldown = 0.0
+        #: When the breaker last closed after being open.
+        self._closedAt: float | None = None
+        self._opens = 0
+        self._probing = False
+        self._lastFailure: FailureRecord | None = None
+        self._requests = 0
+        self._failures = 0
+
+    def state(self, now: float) -> State:
+        if self._openUntil is None:
+            return State.CLOSED
+        if now < self._openUntil:
+            return State.OPEN
+        return State.HALF_OPEN
+
+    def available(self, now: float) -> bool:
+        """
+        Whether a request may be sent here by choice: closed, or half-open
+        with nobody probing yet.
+        """
+        state = self.state(now)
+        return state is State.CLOSED or (state is State.HALF_OPEN and not self._probing)
+
+    @property
+    def cooldownEnd(self) -> float:
+        """
+        When the cooldown ends (or ended); minus infinity while closed.
+        """
+        return float("-inf") if self._openUntil is None else self._openUntil
+
+    def begin(self, now: float) -> bool:
+        """
+        A request is being sent here.
+
+        @return: Whether it is the half-open probe, which must be passed
+            back to L{record}.
+        """
+        self._requests += 1
+        if self.state(now) is State.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def record(self, outcome: Outcome, now: float, probe: bool) -> Transition | None:
+        """
+        Take one attempt's outcome into account.
+
+        @param probe: What L{begin} returned for that attempt.
+        @return: The transition it caused, if any.
+        """
+        if probe:
+            self._probing = False
+        verdict = outcome.verdict
+        if verdict is Verdict.NEUTRAL:
+            return None
+        if verdict is Verdict.SUCCESS:
+            self._consecutiveFailures = 0
+            self._consecutiveTimeouts = 0
+            if self._openUntil is None:
+                return None
+            self._openUntil = None
+            self._source = None
+            self._closedAt = now
+            return Transition(False, 0.0, None, outcome.reason)
+        self._failures += 1
+        self._lastFailure = FailureRecord(outcome.reason, now)
+        self._consecutiveFailures += 1
+        if verdict is Verdict.TIMEOUT:
+            self._consecutiveTimeouts += 1
+        else:
+            self._consecutiveTimeouts = 0
+        state = self.state(now)
+        if outcome.resetAfter is not None:
+            until = now + min(max(outcome.resetAfter, 0.0), self.policy.longestCooldown)
+            if state is State.OPEN:
+                assert self._openUntil is not None
+                if until > self._openUntil:
+                    # Already out of rotation: only the end moves.
+                    self._openUntil = until
+                    self._source = CooldownSource.RATE_LIMIT
+                return None
+            return self._open(now, until, CooldownSource.RATE_LIMIT, outcome.reason)
+        if state is State.OPEN:
+            # Tried although open (every target was): already out of rotation.
+            return None
+        if state is State.HALF_OPEN or (
+            self._consecutiveFailures >= self.policy.failures
+            or self._consecutiveTimeouts >= self.policy.timeouts
+        ):
+            return self._openOnSchedule(now, outcome.reason)
+        return None
+
+    def _openOnSchedule(self, now: float, reason: str) -> Transition:
+        if self._closedAt is not None and now - self._closedAt >= self._lastCooldown:
+            self._step = 0
+        cooldown = self._scheduled(self._step)
+        self._step += 1
+        self._lastCooldown = cooldown
+        return self._open(now, now + cooldown, CooldownSource.SCHEDULE, reason)
+
+    def _open(
+        self, now: float, until: float, source: CooldownSource, reason: str
+    ) -> Transition:
+        self._openUntil = until
+        self._source = source
+        self._opens += 1
+        self._consecutiveFailures = 0
+        self._consecutiveTimeouts = 0
+        return Transition(True, until - now, source, reason)
+
+    def _scheduled(self, step: int) -> float:
+        cooldowns = self.policy.cooldowns
+        return cooldowns[min(step, len(cooldowns) - 1)]
+
+    def _nextCooldown(self, now: float) -> float:
+        step = self._step
+        if (
+            self._openUntil is None
+            and self._closedAt is not None
+            and now - self._closedAt >= self._lastCooldown
+        ):
+            step = 0
+        return self._scheduled(step)
+
+    def report(self, now: float) -> BreakerReport:
+        remaining = 0.0 if self._openUntil is None else max(0.0, self._openUntil - now)
+        return BreakerReport(
+            state=self.state(now),
+            consecutiveFailures=self._consecutiveFailures,
+            consecutiveTimeouts=self._consecutiveTimeouts,
+            cooldownRemaining=remaining,
+            cooldownSource=self._source,
+            opens=self._opens,
+            nextCooldown=self._nextCooldown(now),
+            lastFailure=self._lastFailure,
+            requests=self._requests,
+            failures=self._failures,
+            probing=self._probing,
+        )
+
+    # Saving across restarts.  Times are stored relative to "now" so that a
+    # monotonic clock, which restarts with the process, can be used.
+
+    def export(self, now: float) -> dict[str, Any]:
+        return {
+            "open_for": None if self._openUntil is None else self._openUntil - now,
+            "source": None if self._source is None else self._source.value,
+            "step": self._step,
+            "last_cooldown": self._lastCooldown,
+            "closed_ago": None if self._closedAt is None else now - self._closedAt,
+            "opens": self._opens,
+            "last_failure": (
+                None
+                if self._lastFailure is None
+                else {
+                    "reason": self._lastFailure.reason,
+                    "ago": now - self._lastFailure.at,
+                }
+            ),
+        }
+
+    def restore(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
+        """
+        Take back what L{export} gave, C{elapsed} seconds later.
+
+        @raise ValueError: If C{saved} is not something L{export} wrote.
+        """
+        try:
+            openFor = _optionalNumber(saved["open_for"])
+            source = saved["source"]
+            step = int(saved["step"])
+            lastCooldown = float(saved["last_cooldown"])
+            closedAgo = _optionalNumber(saved["closed_ago"])
+            opens = int(saved["opens"])
+            failure = saved["last_failure"]
+            lastFailure = (
+                None
+                if failure is None
+                else FailureRecord(
+                    str(failure["reason"]), now - float(failure["ago"]) - elapsed
+                )
+            )
+            cooldownSource = None if source is None else CooldownSource(source)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a saved breaker: {e}") from None
+        if step < 0 or opens < 0:
+            raise ValueError("not a saved breaker: negative count")
+        self._openUntil = None if openFor is None else now + openFor - elapsed
+        self._source = cooldownSource if openFor is not None else None
+        self._step = step
+        self._lastCooldown = lastCooldown
+        self._closedAt = None if closedAgo is None else now - closedAgo - elapsed
+        self._opens = opens
+        self._lastFailure = lastFailure
+
+
+def _optionalNumber(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, found {type(value).__name__}")
+    return float(value)
+
+
+class BreakerBoard:
+    """
+    The breakers of every failover target, by target name.
+    """
+
+    def __init__(self, policy: BreakerPolicy) -> None:
+        self._policy = policy
+        self._breakers: dict[str, Breaker] = {}
+
+    def reconcile(self, names: Iterable[str], policy: BreakerPolicy) -> None:
+        """
+        Follow a new config: targets that stay keep their state (with the
+        new policy), new ones start closed, dropped ones are forgotten.
+        """
+        self._policy = policy
+        kept: dict[str, Breaker] = {}
+        for name in names:
+            breaker = self._breakers.get(name) or Breaker(policy)
+            breaker.policy = policy
+            kept[name] = breaker
+        self._breakers = kept
+
+    def get(self, name: str | None) -> Breaker | None:
+        return None if name is None else self._breakers.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._breakers)
+
+    def pick(self, targets: Sequence[str | None], now: float) -> int:
+        """
+        Which of C{targets} (in order of preference, at least one) to try
+        next: the first one available, or, when none is, the one whose
+        cooldown ends first, rather than refusing service.
+        """
+        breakers = [self.get(name) for name in targets]
+        for index, breaker in enumerate(breakers):
+            if breaker is None or breaker.available(now):
+                return index
+        ends = [b.cooldownEnd if b is not None else float("-inf") for b in breakers]
+        return ends.index(min(ends))

@@ -1,0 +1,352 @@
+"""
+Tests for L{ccrouter.breaker}: the cooldown schedule, thresholds, the
+half-open probe and saving state.  No reactor: time is a number the test
+moves.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccrouter.breaker import (
+    SUCCEEDED,
+    Breaker,
+    BreakerBoard,
+    BreakerPolicy,
+    CooldownSource,
+    Outcome,
+    State,
+    Verdict,
+)
+
+MINUTE = 60.0
+FAILED = Outcome(Verdict.FAILURE, "HTTP 529 (overloaded)")
+TIMED_OUT = Outcome(Verdict.TIMEOUT, "no response within 60 s")
+NEUTRAL = Outcome(Verdict.NEUTRAL, "HTTP 400")
+
+
+class Driver:
+    """
+    A breaker and the time, with one request at a time.
+    """
+
+    def __init__(self, policy: BreakerPolicy | None = None) -> None:
+        self.now = 1000.0
+        self.breaker = Breaker(policy or BreakerPolicy())
+
+    def request(self, outcome: Outcome) -> bool:
+        """
+        Send one request (if the breaker lets one through by choice) and
+        record its outcome.  Returns whether it was sent.
+        """
+        if not self.breaker.available(self.now):
+            return False
+        probe = self.breaker.begin(self.now)
+        self.breaker.record(outcome, self.now, probe)
+        return True
+
+    def openFor(self) -> float:
+        return self.breaker.report(self.now).cooldownRemaining
+
+    def state(self) -> State:
+        return self.breaker.state(self.now)
+
+
+class ThresholdTests(SynchronousTestCase):
+    def test_threeFailuresOpen(self) -> None:
+        driver = Driver()
+        driver.request(FAILED)
+        driver.request(FAILED)
+        self.assertEqual(driver.state(), State.CLOSED)
+        driver.request(FAILED)
+        self.assertEqual(driver.state(), State.OPEN)
+        self.assertEqual(driver.openFor(), 30 * MINUTE)
+
+    def test_twoTimeoutsOpen(self) -> None:
+        driver = Driver()
+        driver.request(TIMED_OUT)
+        self.assertEqual(driver.state(), State.CLOSED)
+        driver.request(TIMED_OUT)
+        self.assertEqual(driver.state(), State.OPEN)
+
+    def test_timeoutsMustBeConsecutive(self) -> None:
+        """
+        A timeout, another failure, a timeout: two failures in a row but not
+        two timeouts in a row; a third failure of any kind opens.
+        """
+        driver = Driver()
+        for outcome in (TIMED_OUT, FAILED):
+            driver.request(outcome)
+        driver.request(TIMED_OUT)
+        self.assertEqual(driver.state(), State.OPEN)
+        driver = Driver(BreakerPolicy(failures=5, timeouts=2))
+        for outcome in (TIMED_OUT, FAILED, TIMED_OUT, FAILED):
+            driver.request(outcome)
+        self.assertEqual(driver.state(), State.CLOSED)
+
+    def test_successResets(self) -> None:
+        driver = Driver()
+        for outcome in (FAILED, FAILED, SUCCEEDED, FAILED, FAILED):
+            driver.request(outcome)
+        self.assertEqual(driver.state(), State.CLOSED)
+        report = driver.breaker.report(driver.now)
+        self.assertEqual(report.consecutiveFailures, 2)
+        self.assertEqual(report.failures, 4)
+        self.assertEqual(report.requests, 5)
+
+    def test_neutralOutcomesDoNotCount(self) -> None:
+        """
+        The request's own faults neither count nor reset: 400s between
+        failures leave the count where it was.
+        """
+        driver = Driver()
+        for outcome in [FAILED, NEUTRAL, FAILED] + [NEUTRAL] * 100:
+            driver.request(outcome)
+        self.assertEqual(driver.state(), State.CLOSED)
+        driver.request(FAILED)
+        self.assertEqual(driver.state(), State.OPEN)
+
+
+class ScheduleTests(SynchronousTestCase):
+    def openIt(self, driver: Driver) -> float:
+        for _ in range(3):
+            driver.request(FAILED)
+        self.assertEqual(driver.state(), State.OPEN)
+        return driver.openFor()
+
+    def test_noTrafficWhileOpen(self) -> None:
+        driver = Driver()
+        self.openIt(driver)
+        driver.now += 30 * MINUTE - 0.001
+        self.assertFalse(driver.request(SUCCEEDED))
+        self.assertEqual(driver.state(), State.OPEN)
+
+    def test_escalatesThenStaysAtTheLongest(self) -> None:
+        """
+        Each failed probe re-opens with the next step: 30, 60, 120, 240 and
+        then 240 minutes again.
+        """
+        driver = Driver()
+        cooldowns = [self.openIt(driver)]
+        for _ in range(5):
+            driver.now += cooldowns[-1]
+            self.assertEqual(driver.state(), State.HALF_OPEN)
+            self.assertTrue(driver.request(FAILED))
+            cooldowns.append(driver.openFor())
+        self.assertEqual(
+            [c / MINUTE for c in cooldowns], [30, 60, 120, 240, 240, 240]
+        )
+        self.assertEqual(driver.breaker.report(driver.now).opens, 6)
+
+    def test_exactlyOneProbe(self) -> None:
+        """
+        Half-open lets one request through; the next must wait for its
+        outcome.
+        """
+        driver = Driver()
+        self.openIt(driver)
+        driver.now += 30 * MINUTE
+        breaker = driver.breaker
+        self.assertTrue(breaker.available(driver.now))
+        probe = breaker.begin(driver.now)
+        self.assertTrue(probe)
+        self.assertFalse(breaker.available(driver.now))
+        self.assertFalse(breaker.begin(driver.now))
+        breaker.record(SUCCEEDED, driver.now, probe)
+        self.assertEqual(driver.state(), State.CLOSED)
+
+    def test_inconclusiveProbeFreesTheSlot(self) -> None:
+        """
+        A probe whose client left (or whose request was bad) says nothing:
+        the next request probes.
+        """
+        driver = Driver()
+        self.openIt(driver)
+        driver.now += 30 * MINUTE
+        driver.request(NEUTRAL)
+        self.assertEqual(driver.state(), State.HALF_OPEN)
+        self.assertTrue(driver.breaker.available(driver.now))
+
+    def test_escalationResetsAfterAHealthyCooldown(self) -> None:
+        """
+        Closed for as long as the last cooldown, the next opening starts the
+        schedule again; closed for less, it goes on escalating.
+        """
+        driver = Driver()
+        self.openIt(driver)
+        driver.now += 30 * MINUTE
+        driver.request(FAILED)
+        self.assertEqual(driver.openFor(), 60 * MINUTE)
+        driver.now += 60 * MINUTE
+        driver.request(SUCCEEDED)
+        self.assertEqual(driver.state(), State.CLOSED)
+        driver.now += 59 * MINUTE
+        self.assertEqual(driver.breaker.report(driver.now).nextCooldown, 120 * MINUTE)
+        self.assertEqual(self.openIt(driver), 120 * MINUTE)
+        driver.now += 120 * MINUTE
+        driver.request(SUCCEEDED)
+        driver.now += 120 * MINUTE
+        self.assertEqual(driver.breaker.report(driver.now).nextCooldown, 30 * MINUTE)
+        self.assertEqual(self.openIt(driver), 30 * MINUTE)
+
+    def test_failureWhileOpenDoesNotEscalate(self) -> None:
+        """
+        When every target is open they are tried anyway; a failure then
+        leaves the cooldown as it was.
+        """
+        driver = Driver()
+        self.openIt(driver)
+        breaker = driver.breaker
+        driver.now += MINUTE
+        breaker.record(FAILED, driver.now, breaker.begin(driver.now))
+        report = breaker.report(driver.now)
+        self.assertEqual(report.cooldownRemaining, 29 * MINUTE)
+        self.assertEqual(report.opens, 1)
+        self.assertEqual(report.nextCooldown, 60 * MINUTE)
+
+    def test_successWhileOpenCloses(self) -> None:
+        driver = Driver()
+        self.openIt(driver)
+        breaker = driver.breaker
+        transition = breaker.record(SUCCEEDED, driver.now, breaker.begin(driver.now))
+        assert transition is not None
+        self.assertFalse(transition.opened)
+        self.assertEqual(driver.state(), State.CLOSED)
+
+
+class RateLimitTests(SynchronousTestCase):
+    def test_resetTimeOpensAtOnce(self) -> None:
+        """
+        One 429 that says when the limit resets opens until then, without
+        using a step of the schedule.
+        """
+        driver = Driver()
+        driver.request(Outcome(Verdict.FAILURE, "HTTP 429", resetAfter=90.0))
+        report = driver.breaker.report(driver.now)
+        self.assertEqual(report.state, State.OPEN)
+        self.assertEqual(report.cooldownRemaining, 90.0)
+        self.assertEqual(report.cooldownSource, CooldownSource.RATE_LIMIT)
+        self.assertEqual(report.nextCooldown, 30 * MINUTE)
+
+    def test_resetTimeCapped(self) -> None:
+        driver = Driver()
+        driver.request(Outcome(Verdict.FAILURE, "HTTP 429", resetAfter=86400.0))
+        self.assertEqual(driver.openFor(), 240 * MINUTE)
+
+    def test_laterResetExtendsAnOpenBreaker(self) -> None:
+        driver = Driver()
+        breaker = driver.breaker
+        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=60.0), 1000.0, False)
+        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=10.0), 1000.0, False)
+        self.assertEqual(driver.openFor(), 60.0)
+        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=600.0), 1000.0, False)
+        self.assertEqual(driver.openFor(), 600.0)
+        self.assertEqual(breaker.report(driver.now).opens, 1)
+
+
+class PersistenceTests(SynchronousTestCase):
+    def test_roundTrip(self) -> None:
+        """
+        A breaker restored after a restart keeps its cooldown end, its step
+        and its last failure, measured from the new process's clock.
+        """
+        driver = Driver()
+        for _ in range(3):
+            driver.request(FAILED)
+        saved = driver.breaker.export(driver.now)
+        restored = Breaker(BreakerPolicy())
+        restored.restore(saved, now=5.0, elapsed=10 * MINUTE)
+        report = restored.report(5.0)
+        self.assertEqual(report.state, State.OPEN)
+        self.assertEqual(report.cooldownRemaining, 20 * MINUTE)
+        self.assertEqual(report.nextCooldown, 60 * MINUTE)
+        self.assertEqual(report.opens, 1)
+        assert report.lastFailure is not None
+        self.assertEqual(report.lastFailure.reason, FAILED.reason)
+        self.assertEqual(report.lastFailure.at, 5.0 - 10 * MINUTE)
+        self.assertEqual(restored.state(5.0 + 20 * MINUTE), State.HALF_OPEN)
+
+    def test_garbageRefused(self) -> None:
+        for saved in [{}, {"open_for": "x"}, {"open_for": True}]:
+            with self.assertRaises(ValueError):
+                Breaker(BreakerPolicy()).restore(saved, 0.0, 0.0)  # type: ignore[arg-type]
+
+
+class BoardTests(SynchronousTestCase):
+    def test_pickPrefersAvailableInOrder(self) -> None:
+        board = BreakerBoard(BreakerPolicy())
+        board.reconcile(["a", "b", "c"], BreakerPolicy())
+        self.assertEqual(board.pick(["a", "b", "c"], 0.0), 0)
+        a = board.get("a")
+        assert a is not None
+        a.record(Outcome(Verdict.FAILURE, "429", resetAfter=50.0), 0.0, False)
+        self.assertEqual(board.pick(["a", "b", "c"], 0.0), 1)
+        self.assertEqual(board.pick(["a", None], 0.0), 1)
+
+    def test_allOpenPicksTheSoonestEnd(self) -> None:
+        board = BreakerBoard(BreakerPolicy())
+        board.reconcile(["a", "b"], BreakerPolicy())
+        for name, seconds in (("a", 500.0), ("b", 100.0)):
+            breaker = board.get(name)
+            assert breaker is not None
+            breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=seconds), 0, False)
+        self.assertEqual(board.pick(["a", "b"], 0.0), 1)
+        self.assertEqual(board.pick(["a"], 0.0), 0)
+
+    def test_reconcileKeepsStateOfKeptTargets(self) -> None:
+        board = BreakerBoard(BreakerPolicy())
+        board.reconcile(["a", "b"], BreakerPolicy())
+        a = board.get("a")
+        newPolicy = BreakerPolicy(failures=1)
+        board.reconcile(["a", "c"], newPolicy)
+        self.assertIs(board.get("a"), a)
+        assert a is not None
+        self.assertIs(a.policy, newPolicy)
+        self.assertIsNone(board.get("b"))
+        self.assertEqual(board.names(), ["a", "c"])
+
+
+OUTCOMES = st.sampled_from([SUCCEEDED, FAILED, TIMED_OUT, NEUTRAL])
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.floats(0, 300 * MINUTE)),
+        st.tuples(st.just("begin"), st.just(0.0)),
+        st.tuples(st.just("record"), OUTCOMES),
+    ),
+    max_size=60,
+)
+
+
+class PropertyTests(SynchronousTestCase):
+    @settings(max_examples=500, deadline=None)
+    @given(STEPS)
+    def test_invariants(self, steps: list[tuple[str, object]]) -> None:
+        """
+        Over any sequence of requests, outcomes and waits: at most one probe
+        is out while half-open, every cooldown is a step of the schedule,
+        an open breaker lets nothing through by choice, and a success always
+        leaves it closed.
+        """
+        policy = BreakerPolicy(cooldowns=(10.0, 20.0, 40.0))
+        breaker = Breaker(policy)
+        now = 0.0
+        inFlight: list[bool] = []
+        for action, value in steps:
+            if action == "advance":
+                assert isinstance(value, float)
+                now += value
+            elif action == "begin":
+                if breaker.available(now):
+                    inFlight.append(breaker.begin(now))
+            elif inFlight:
+                assert isinstance(value, Outcome)
+                transition = breaker.record(value, now, inFlight.pop(0))
+                if transition is not None and transition.opened:
+                    self.assertIn(transition.cooldown, policy.cooldowns)
+                if value.verdict is Verdict.SUCCESS:
+                    self.assertEqual(breaker.state(now), State.CLOSED)
+            self.assertLessEqual(inFlight.count(True), 1)
+            if breaker.state(now) is State.OPEN:
+                self.assertFalse(breaker.available(now))
