@@ -220,13 +220,16 @@ default:
         self.assertEqual(auth.value, "p${HOME}q")
 
 
-class ErrorTests(SynchronousTestCase):
+class ConfigErrorCase(SynchronousTestCase):
     def assertConfigError(
         self, text: str, expected: str, environ: dict[str, str] | None = None
     ) -> None:
         with self.assertRaises(ConfigError) as caught:
             parseConfig(text, "config.yaml", environ or {})
         self.assertEqual(str(caught.exception), expected)
+
+
+class ErrorTests(ConfigErrorCase):
 
     def test_missingEnvironmentVariable(self) -> None:
         """
@@ -411,4 +414,160 @@ class ErrorTests(SynchronousTestCase):
             "timeouts:\n  idle: soon\n",
             "config.yaml:2: timeouts.idle: 'soon' is not a duration"
             " (seconds, or a number with ms, s, m or h)",
+        )
+
+
+MODES = """
+upstreams:
+  cliproxy: {url: "http://127.0.0.1:8317"}
+default_mode: claude
+modes:
+  antigravity:
+    - match: "claude-sonnet-*"
+      model: "gemini-claude-sonnet-4-5-thinking"
+      upstream: cliproxy
+  claude: []
+  auto:
+    failover: [antigravity, claude, cliproxy]
+breaker:
+  failures: 4
+  timeouts: 1
+  cooldowns: [2s, 1m]
+"""
+
+
+class ModeConfigTests(SynchronousTestCase):
+    def test_modes(self) -> None:
+        config = parseConfig(MODES, "/etc/cc/config.yaml", {}, "/etc/cc")
+        self.assertEqual(
+            [mode.name for mode in config.modes], ["antigravity", "claude", "auto"]
+        )
+        self.assertEqual(config.defaultMode, "claude")
+        self.assertEqual(config.modeFile, "/etc/cc/mode")
+        auto = config.mode("auto")
+        assert auto is not None
+        self.assertEqual(
+            [(t.name, t.kind) for t in auto.failover],
+            [("antigravity", "mode"), ("claude", "mode"), ("cliproxy", "upstream")],
+        )
+        self.assertEqual(config.targetNames, ("antigravity", "claude", "cliproxy"))
+        self.assertEqual(config.breaker.failures, 4)
+        self.assertEqual(config.breaker.timeouts, 1)
+        self.assertEqual(config.breaker.cooldowns, (2.0, 60.0))
+
+    def test_withoutModes(self) -> None:
+        """
+        A config without modes has one implicit mode with its routes, and a
+        mode file next to it only when it is a file.
+        """
+        config = parseConfig(SEED, "c.yaml", {"Z_AI_API_KEY": "k"}, "/srv")
+        [mode] = config.modes
+        self.assertEqual((mode.name, mode.routes), ("default", config.routes))
+        self.assertEqual(config.defaultMode, "default")
+        self.assertEqual(config.modeFile, "/srv/mode")
+        self.assertEqual(config.targetNames, ())
+        self.assertIsNone(parseConfig("", "<built-in>", {}).modeFile)
+
+    def test_defaultModeIsTheFirst(self) -> None:
+        config = parseConfig("modes:\n  b: []\n  a: []\n", "c.yaml", {})
+        self.assertEqual(config.defaultMode, "b")
+
+    def test_modeFilePaths(self) -> None:
+        parse = parseConfig
+        self.assertEqual(
+            parse("mode_file: state/m\n", "c.yaml", {}, "/cfg").modeFile,
+            "/cfg/state/m",
+        )
+        self.assertEqual(
+            parse("mode_file: /run/m\n", "c.yaml", {}).modeFile, "/run/m"
+        )
+
+
+class ModeConfigErrorTests(ConfigErrorCase):
+    def test_routesBesideModes(self) -> None:
+        self.assertConfigError(
+            "routes:\n  - match: x\nmodes:\n  a: []\n",
+            "config.yaml:2: routes: with 'modes', routes belong inside a mode"
+            " (modes.NAME: [routes])",
+        )
+
+    def test_unknownFailoverTarget(self) -> None:
+        self.assertConfigError(
+            "modes:\n  claude: []\n  auto:\n    failover: [claud]\n",
+            "config.yaml:4: modes.auto.failover[0]: no mode or upstream named"
+            " 'claud'; did you mean 'claude'?",
+        )
+
+    def test_nestedFailover(self) -> None:
+        self.assertConfigError(
+            "modes:\n  a: []\n  x: {failover: [a]}\n  y: {failover: [x]}\n",
+            "config.yaml:4: modes.y.failover[0]: 'x' is itself a failover mode;"
+            " list the modes or upstreams it fails over between instead",
+        )
+
+    def test_ambiguousTarget(self) -> None:
+        self.assertConfigError(
+            "upstreams:\n  z: {url: 'http://h'}\nmodes:\n  z: []\n"
+            "  auto: {failover: [z]}\n",
+            "config.yaml:5: modes.auto.failover[0]: 'z' is both a mode and an"
+            " upstream; rename one",
+        )
+
+    def test_duplicateAndEmptyFailover(self) -> None:
+        self.assertConfigError(
+            "modes:\n  a: []\n  auto: {failover: [a, a]}\n",
+            "config.yaml:3: modes.auto.failover[1]: 'a' is listed twice",
+        )
+        self.assertConfigError(
+            "modes:\n  auto: {failover: []}\n",
+            "config.yaml:2: modes.auto.failover: must name at least one mode or"
+            " upstream",
+        )
+        self.assertConfigError(
+            "modes:\n  auto: {targets: [a]}\n",
+            "config.yaml:2: modes.auto.targets: unknown key 'targets'; expected"
+            " one of: failover",
+        )
+
+    def test_badModeNames(self) -> None:
+        self.assertConfigError(
+            "modes:\n  'my mode': []\n",
+            "config.yaml:2: modes.my mode: a mode name is letters, digits, '_',"
+            " '.' and '-', starting with a letter or digit",
+        )
+        self.assertConfigError(
+            "modes: {}\n", "config.yaml:1: modes: must define at least one mode"
+        )
+
+    def test_unknownDefaultMode(self) -> None:
+        self.assertConfigError(
+            "default_mode: autoo\nmodes:\n  auto: []\n  claude: []\n",
+            "config.yaml:1: default_mode: no mode named 'autoo'; did you mean"
+            " 'auto'?",
+        )
+        self.assertConfigError(
+            "default_mode: auto\n",
+            "config.yaml:1: default_mode: there are no 'modes' to choose from",
+        )
+
+    def test_breakerLimits(self) -> None:
+        self.assertConfigError(
+            "breaker: {failures: 0}\n",
+            "config.yaml:1: breaker.failures: must be between 1 and 1000",
+        )
+        self.assertConfigError(
+            "breaker: {cooldowns: []}\n",
+            "config.yaml:1: breaker.cooldowns: must list at least one duration",
+        )
+        self.assertConfigError(
+            "breaker: {cooldowns: [soon]}\n",
+            "config.yaml:1: breaker.cooldowns[0]: 'soon' is not a duration"
+            " (seconds, or a number with ms, s, m or h)",
+        )
+
+    def test_relativeModeFileNeedsAFile(self) -> None:
+        self.assertConfigError(
+            "mode_file: mode\n",
+            "config.yaml:1: mode_file: a relative path needs a config file to be"
+            " relative to; give the full path",
         )

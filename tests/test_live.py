@@ -1,0 +1,158 @@
+"""
+Tests for L{ccrouter.live}: choosing the mode, taking and refusing configs,
+and breaker bookkeeping.  No reactor; the clock is a L{task.Clock}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccrouter.breaker import BreakerBoard, Outcome, State, Verdict
+from ccrouter.config import parseConfig
+from ccrouter.live import LiveState, ModeSource
+
+CONFIG = """
+default_mode: claude
+modes:
+  antigravity: []
+  claude: []
+  auto: {failover: [antigravity, claude]}
+breaker: {failures: 1, cooldowns: [10s]}
+"""
+FAILED = Outcome(Verdict.FAILURE, "HTTP 529 (overloaded)")
+
+
+class LiveCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.saved: list[list[str]] = []
+        self.live = LiveState(
+            parseConfig(CONFIG, "/cfg/config.yaml", {}, "/cfg"),
+            now=self.clock.seconds,
+            wallNow=lambda: 1795262400.0 + self.clock.seconds(),
+            configPath="/cfg/config.yaml",
+            saveBreakers=self.save,
+        )
+        self.logged: list[str] = []
+
+        def observe(event: LogEvent) -> None:
+            self.logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def save(self, path: str, board: BreakerBoard) -> None:
+        self.assertEqual(path, "/cfg/breakers.json")
+        self.saved.append(board.names())
+
+
+class ModeTests(LiveCase):
+    def test_defaultUntilTheFileSaysOtherwise(self) -> None:
+        live = self.live
+        self.assertEqual(
+            (live.modeName, live.modeSource), ("claude", ModeSource.DEFAULT)
+        )
+        live.applyModeFile(b"auto\n")
+        self.assertEqual((live.modeName, live.modeSource), ("auto", ModeSource.FILE))
+        self.assertEqual(live.mode.name, "auto")
+        live.applyModeFile(None)
+        self.assertEqual(
+            (live.modeName, live.modeSource), ("claude", ModeSource.DEFAULT)
+        )
+
+    def test_garbageKeepsTheModeAndLogsOnce(self) -> None:
+        live = self.live
+        live.applyModeFile(b"auto")
+        live.applyModeFile(b"nonsense")
+        live.applyModeFile(b"nonsense")
+        self.assertEqual((live.modeName, live.modeSource), ("auto", ModeSource.FILE))
+        self.assertEqual(
+            live.modeProblem,
+            "names unknown mode 'nonsense'; modes: antigravity, claude, auto",
+        )
+        warnings = [line for line in self.logged if "nonsense" in line]
+        self.assertEqual(len(warnings), 1, warnings)
+        live.applyModeFile(b"antigravity")
+        self.assertIsNone(live.modeProblem)
+        self.assertEqual(live.modeName, "antigravity")
+
+    def test_newConfigWithoutTheCurrentMode(self) -> None:
+        """
+        A reload that removes the mode in use falls back to the new default
+        and says why; one that adds the mode the file names switches to it.
+        """
+        live = self.live
+        live.applyModeFile(b"auto")
+        live.applyConfig(parseConfig("modes:\n  zai: []\n", "c.yaml", {}, "/cfg"))
+        self.assertEqual(live.modeName, "zai")
+        self.assertEqual(live.modeProblem, "names unknown mode 'auto'; modes: zai")
+        live.applyConfig(parseConfig(CONFIG, "c.yaml", {}, "/cfg"))
+        self.assertEqual(live.modeName, "auto")
+        self.assertIsNone(live.modeProblem)
+
+
+class ConfigTests(LiveCase):
+    def test_refusalKeepsTheConfigAndLogsOnce(self) -> None:
+        live = self.live
+        config = live.config
+        live.configRefused("c.yaml:3: routes: bad")
+        live.configRefused("c.yaml:3: routes: bad")
+        self.assertIs(live.config, config)
+        assert live.lastReload is not None
+        self.assertEqual(live.lastReload.error, "c.yaml:3: routes: bad")
+        self.assertEqual(len([x for x in self.logged if "routes: bad" in x]), 1)
+        live.configRefused("c.yaml:4: other")
+        self.assertEqual(len([x for x in self.logged if "c.yaml:" in x]), 2)
+
+    def test_reloadKeepsBreakersOfKeptTargets(self) -> None:
+        live = self.live
+        live.record("antigravity", FAILED, live.begin("antigravity"))
+        breaker = live.breaker("antigravity")
+        assert breaker is not None
+        self.assertEqual(breaker.state(self.clock.seconds()), State.OPEN)
+        live.applyConfig(parseConfig(CONFIG, "c.yaml", {}, "/cfg"))
+        self.assertIs(live.breaker("antigravity"), breaker)
+        assert live.lastReload is not None
+        self.assertIsNone(live.lastReload.error)
+
+
+class BreakerTests(LiveCase):
+    def test_transitionsAreLoggedAndSaved(self) -> None:
+        live = self.live
+        live.record("antigravity", FAILED, live.begin("antigravity"))
+        self.assertEqual(self.saved, [["antigravity", "claude"]])
+        self.assertTrue(
+            any(
+                "antigravity taken out of rotation for 0.2 min" in x
+                for x in self.logged
+            ),
+            self.logged,
+        )
+        self.clock.advance(10)
+        probe = live.begin("antigravity")
+        self.assertTrue(probe)
+        live.record("antigravity", Outcome(Verdict.SUCCESS, "ok"), probe)
+        self.assertEqual(len(self.saved), 2)
+        self.assertTrue(any("healthy again" in x for x in self.logged))
+
+    def test_unknownTargetsIgnored(self) -> None:
+        live = self.live
+        self.assertFalse(live.begin(None))
+        live.record(None, FAILED, False)
+        live.record("gone", FAILED, False)
+        self.assertEqual(self.saved, [])
+
+    def test_saveFailureIsLogged(self) -> None:
+        def failingSave(path: str, board: BreakerBoard) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        self.live._saveBreakers = failingSave
+        self.live.record("claude", FAILED, False)
+        self.assertTrue(
+            any(
+                "cannot save breaker state" in x and "Permission denied" in x
+                for x in self.logged
+            )
+        )

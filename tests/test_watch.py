@@ -1,0 +1,231 @@
+"""
+Tests for L{ccrouter.watch}: the config and mode files on disk, polled on a
+L{task.Clock}.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccrouter.config import Config
+from ccrouter.live import LiveState
+from ccrouter.tap import loadConfig
+from ccrouter.watch import POLL_INTERVAL, SettledFile, Watcher
+
+CONFIG = """
+modes:
+  claude: []
+  auto: {failover: [claude]}
+"""
+
+
+def replace(path: Path, text: str | bytes) -> None:
+    """
+    Save the way editors and C{ccrouter mode} do: a new file renamed over
+    the old one.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    if isinstance(text, str):
+        temporary.write_text(text)
+    else:
+        temporary.write_bytes(text)
+    os.replace(temporary, path)
+
+
+class WatcherCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp()).absolute()
+        self.directory.mkdir()
+        self.configPath = self.directory / "config.yaml"
+        self.configPath.write_text(CONFIG)
+        self.modePath = self.directory / "mode"
+        self.clock = Clock()
+        self.loads = 0
+        self.live = LiveState(
+            self.load(str(self.configPath)),
+            now=self.clock.seconds,
+            wallNow=self.clock.seconds,
+            configPath=str(self.configPath),
+        )
+        self.loader: Callable[[str], Config] = self.load
+        self.watcher = Watcher(
+            self.live, str(self.configPath), lambda p: self.loader(p), self.clock
+        )
+        self.watcher.startService()
+        self.addCleanup(self.watcher.stopService)
+
+    def load(self, path: str) -> Config:
+        self.loads += 1
+        return loadConfig(path, {})
+
+    def poll(self, times: int = 1) -> None:
+        for _ in range(times):
+            self.clock.advance(POLL_INTERVAL)
+
+
+class ModeFileTests(WatcherCase):
+    def test_switchWithinASecond(self) -> None:
+        """
+        A new mode file applies once it has stayed the same for one poll:
+        within two intervals, one second.
+        """
+        self.assertEqual(self.live.modeName, "claude")
+        replace(self.modePath, "auto\n")
+        self.poll()
+        self.assertEqual(self.live.modeName, "claude")
+        self.poll()
+        self.assertEqual(self.live.modeName, "auto")
+
+    def test_inPlaceRewriteAndDeletion(self) -> None:
+        self.modePath.write_text("auto")
+        self.poll(2)
+        self.assertEqual(self.live.modeName, "auto")
+        with self.modePath.open("w") as modeFile:
+            modeFile.write("claude\n")
+        self.poll(2)
+        self.assertEqual(self.live.modeName, "claude")
+        replace(self.modePath, "auto")
+        self.poll(2)
+        self.modePath.unlink()
+        self.poll(2)
+        self.assertEqual(self.live.modeName, "claude")
+        self.assertEqual(self.live.modeSource.value, "default")
+
+    def test_halfWrittenFileNotApplied(self) -> None:
+        """
+        A file seen changing between two polls waits until it stops
+        changing: the empty file an editor leaves for a moment is never
+        reported.
+        """
+        self.modePath.write_text("auto")
+        self.poll(2)
+        self.modePath.write_text("")
+        self.poll()
+        self.modePath.write_text("claude")
+        self.poll()
+        self.assertIsNone(self.live.modeProblem)
+        self.assertEqual(self.live.modeName, "auto")
+        self.poll()
+        self.assertEqual(self.live.modeName, "claude")
+        self.assertIsNone(self.live.modeProblem)
+
+    def test_modeFileReadAtStart(self) -> None:
+        self.modePath.write_text("auto")
+        live = LiveState(self.live.config, self.clock.seconds, self.clock.seconds, None)
+        watcher = Watcher(live, None, self.load, self.clock)
+        watcher.startService()
+        self.addCleanup(watcher.stopService)
+        self.assertEqual(live.modeName, "auto")
+
+
+class ConfigFileTests(WatcherCase):
+    def test_renamedConfigApplied(self) -> None:
+        replace(self.configPath, CONFIG + "default_mode: auto\n")
+        self.poll(2)
+        self.assertEqual(self.live.config.defaultMode, "auto")
+        self.assertEqual(self.live.modeName, "auto")
+
+    def test_untouchedConfigNotReread(self) -> None:
+        self.poll(20)
+        self.assertEqual(self.loads, 1)
+
+    def test_brokenConfigKeepsTheOld(self) -> None:
+        config = self.live.config
+        replace(self.configPath, "modes:\n  claude: []\n  auto: {failover: [clade]}\n")
+        self.poll(2)
+        self.assertIs(self.live.config, config)
+        assert self.live.lastReload is not None
+        self.assertEqual(
+            self.live.lastReload.error,
+            f"{self.configPath}:3: modes.auto.failover[0]: no mode or upstream"
+            " named 'clade'; did you mean 'claude'?",
+        )
+        self.poll(10)
+        self.assertEqual(self.loads, 2)
+
+    def test_deletedConfigKeepsTheOld(self) -> None:
+        config = self.live.config
+        self.configPath.unlink()
+        self.poll(2)
+        self.assertIs(self.live.config, config)
+        assert self.live.lastReload is not None
+        self.assertIn("cannot read", self.live.lastReload.error or "")
+        self.configPath.write_text(CONFIG)
+        self.poll(2)
+        self.assertIsNone(self.live.lastReload.error)
+
+    def test_pollerSurvivesABug(self) -> None:
+        def explode(path: str) -> Config:
+            raise RuntimeError("bug")
+
+        self.loader = explode
+        replace(self.configPath, CONFIG + "# changed\n")
+        self.poll(2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.loader = self.load
+        replace(self.configPath, CONFIG + "default_mode: auto\n")
+        self.poll(2)
+        self.assertEqual(self.live.config.defaultMode, "auto")
+
+    def test_reloadNow(self) -> None:
+        """
+        C{SIGHUP}'s reload reads both files at once, without waiting.
+        """
+        self.configPath.write_text(CONFIG + "default_mode: auto\n")
+        self.modePath.write_text("claude")
+        self.watcher.reloadNow()
+        self.assertEqual(self.live.config.defaultMode, "auto")
+        self.assertEqual(self.live.modeName, "claude")
+
+    def test_modeFileMovedByReload(self) -> None:
+        other = self.directory / "elsewhere"
+        other.write_text("auto")
+        replace(self.configPath, CONFIG + f"mode_file: {other}\n")
+        self.poll(2)
+        self.assertEqual(self.live.modeName, "auto")
+
+
+class HangupTests(SynchronousTestCase):
+    def test_sighupSchedulesAReload(self) -> None:
+        """
+        C{SIGHUP} is caught (Twisted leaves it fatal) and hands the reload
+        to the reactor thread; stopping restores the previous handler.
+        """
+        queued: list[Callable[[], None]] = []
+        clock = Clock()
+        config = loadConfig(None, {})
+        live = LiveState(config, clock.seconds, clock.seconds)
+        watcher = Watcher(live, None, lambda p: config, clock, queued.append)
+        previous = signal.getsignal(signal.SIGHUP)
+        watcher.startService()
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            self.assertEqual(queued, [watcher.reloadNow])
+        finally:
+            watcher.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+
+class SettledFileTests(SynchronousTestCase):
+    def test_symlinkSwap(self) -> None:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        (directory / "a").write_text("one")
+        (directory / "b").write_text("two")
+        link = directory / "link"
+        link.symlink_to(directory / "a")
+        watched = SettledFile(str(link))
+        watched.markApplied()
+        self.assertFalse(watched.changed())
+        swap = directory / "swap"
+        swap.symlink_to(directory / "b")
+        os.replace(swap, link)
+        self.assertFalse(watched.changed())
+        self.assertTrue(watched.changed())
+        self.assertFalse(watched.changed())
