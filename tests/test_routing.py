@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ccrouter.config import parseConfig
 from ccrouter.routing import ModelPattern, planRequest
+from tests.test_config import readmeExample
 
 CONFIG = parseConfig(
     """
@@ -120,3 +121,80 @@ class PlanTests(SynchronousTestCase):
             self.assertIs(attempt.upstream, CONFIG.default, (method, path))
             self.assertIs(attempt.body, raw)
             self.assertIsNone(plan.clientModel)
+
+
+RRROUTER = parseConfig(readmeExample("rrouter-example"), "README.md", {}, "/home/me")
+
+
+class ModePlanTests(SynchronousTestCase):
+    def test_rrouterExample(self) -> None:
+        """
+        The README's rrouter setup: antigravity renames Claude models to
+        Gemini ones, claude leaves them, auto tries antigravity then claude,
+        all on the one default upstream.
+        """
+        self.assertEqual(RRROUTER.defaultMode, "auto")
+        plan = planRequest(
+            RRROUTER, b"POST", b"/v1/messages", body("claude-sonnet-4-5"), "auto"
+        )
+        self.assertTrue(plan.failover)
+        self.assertEqual(
+            [(a.target, a.upstreamModel) for a in plan.attempts],
+            [
+                ("antigravity", "gemini-claude-sonnet-4-5-thinking"),
+                ("claude", "claude-sonnet-4-5"),
+            ],
+        )
+        self.assertEqual({a.upstream for a in plan.attempts}, {RRROUTER.default})
+        self.assertEqual(
+            plan.attempts[0].body, body("gemini-claude-sonnet-4-5-thinking")
+        )
+        plan = planRequest(
+            RRROUTER, b"POST", b"/v1/messages", body("claude-haiku-4-5"), "antigravity"
+        )
+        self.assertFalse(plan.failover)
+        [attempt] = plan.attempts
+        self.assertEqual(
+            (attempt.target, attempt.upstreamModel),
+            ("antigravity", "gemini-3-flash-preview"),
+        )
+
+    def test_modeChoosesRoutes(self) -> None:
+        plan = planRequest(
+            RRROUTER, b"POST", b"/v1/messages", body("claude-opus-4-1"), "claude"
+        )
+        [attempt] = plan.attempts
+        self.assertEqual((plan.mode, attempt.target), ("claude", "claude"))
+        self.assertEqual(attempt.upstreamModel, "claude-opus-4-1")
+
+    def test_unknownModeMeansTheDefault(self) -> None:
+        plan = planRequest(RRROUTER, b"POST", b"/v1/messages", body("x"), "gone")
+        self.assertEqual(plan.mode, "auto")
+
+    def test_unroutedRequestsIgnoreTheMode(self) -> None:
+        """
+        Requests without a model go to the default upstream once, with no
+        target to count against, even in a failover mode.
+        """
+        plan = planRequest(RRROUTER, b"GET", b"/v1/models", b"", "auto")
+        [attempt] = plan.attempts
+        self.assertIsNone(attempt.target)
+        self.assertFalse(plan.failover)
+
+    def test_upstreamTarget(self) -> None:
+        config = parseConfig(
+            """
+upstreams:
+  zai: {url: "https://api.z.ai/api/anthropic", auth: {header: x-api-key, value: k}}
+modes:
+  claude: []
+  auto: {failover: [claude, zai]}
+""",
+            "c.yaml",
+            {},
+        )
+        plan = planRequest(config, b"POST", b"/v1/messages", body("claude-x"), "auto")
+        self.assertEqual(
+            [(a.target, a.upstream.name, a.upstreamModel) for a in plan.attempts],
+            [("claude", "default", "claude-x"), ("zai", "zai", "claude-x")],
+        )
