@@ -23,7 +23,10 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
+from twisted.web.client import (  # type: ignore[attr-defined]
+    PotentialDataLoss,
+    ResponseDone,
+)
 from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -232,7 +235,9 @@ class _ErrorBody(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer.active():
             self._timer.cancel()
-        complete = self._complete and reason.check(ResponseDone) is not None
+        complete = (
+            self._complete and reason.check(ResponseDone, PotentialDataLoss) is not None
+        )
         self.finished.callback(b"".join(self._chunks) if complete else None)
 
 

@@ -20,7 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ccrouter.config import Config, ConfigError
-from ccrouter.live import LiveState
+from ccrouter.live import LiveState, ModeSource
 from ccrouter.modes import MAX_MODE_FILE_BYTES
 
 #: Seconds between two looks at the files.  A change is applied once it has
@@ -132,6 +132,14 @@ class Watcher(Service):
             # The config in force was just read from this file.
             self._config.markApplied()
         self._reloadMode()
+        live = self._live
+        self._log.info(
+            "mode {mode} (from the {source}); watching {config} and {modeFile}",
+            mode=live.modeName,
+            source="mode file" if live.modeSource is ModeSource.FILE else "default",
+            config=self._configPath or "no config file",
+            modeFile=live.modeFile or "no mode file",
+        )
         self._loop = LoopingCall(self.poll)
         self._loop.clock = self._clock
         self._loop.start(self._interval, now=False)
