@@ -54,6 +54,10 @@ class Outcome:
         return self.verdict in (Verdict.FAILURE, Verdict.TIMEOUT)
 
 
+#: A rate limit that resets sooner than this is counted as an ordinary
+#: failure rather than opening the breaker for next to no time.
+MIN_RATE_LIMIT_WAIT = 1.0
+
 SUCCEEDED = Outcome(Verdict.SUCCESS, "ok")
 CLIENT_LEFT = Outcome(Verdict.NEUTRAL, "the client disconnected")
 
@@ -215,7 +219,7 @@ class Breaker:
         else:
             self._consecutiveTimeouts = 0
         state = self.state(now)
-        if outcome.resetAfter is not None:
+        if outcome.resetAfter is not None and outcome.resetAfter >= MIN_RATE_LIMIT_WAIT:
             until = now + min(max(outcome.resetAfter, 0.0), self.policy.longestCooldown)
             if state is State.OPEN:
                 assert self._openUntil is not None
@@ -228,6 +232,10 @@ class Breaker:
         if state is State.OPEN:
             # Tried although open (every target was): already out of rotation.
             return None
+        if state is State.HALF_OPEN and self._probing:
+            # Tried beside the probe because nothing else was left: the
+            # probe's own outcome decides.
+            return None
         if state is State.HALF_OPEN or (
             self._consecutiveFailures >= self.policy.failures
             or self._consecutiveTimeouts >= self.policy.timeouts
@@ -236,7 +244,13 @@ class Breaker:
         return None
 
     def _openOnSchedule(self, now: float, reason: str) -> Transition:
-        if self._closedAt is not None and now - self._closedAt >= self._lastCooldown:
+        # Only an opening from closed can follow a healthy spell; a failed
+        # probe always moves on to the next step.
+        if (
+            self._openUntil is None
+            and self._closedAt is not None
+            and now - self._closedAt >= self._lastCooldown
+        ):
             self._step = 0
         cooldown = self._scheduled(self._step)
         self._step += 1
@@ -313,23 +327,25 @@ class Breaker:
         try:
             openFor = _optionalNumber(saved["open_for"])
             source = saved["source"]
-            step = int(saved["step"])
-            lastCooldown = float(saved["last_cooldown"])
+            step = _count(saved["step"])
+            lastCooldown = _number(saved["last_cooldown"])
             closedAgo = _optionalNumber(saved["closed_ago"])
-            opens = int(saved["opens"])
+            opens = _count(saved["opens"])
             failure = saved["last_failure"]
             lastFailure = (
                 None
                 if failure is None
                 else FailureRecord(
-                    str(failure["reason"]), now - float(failure["ago"]) - elapsed
+                    str(failure["reason"])[:_MAX_REASON],
+                    now - max(0.0, _number(failure["ago"])) - elapsed,
                 )
             )
             cooldownSource = None if source is None else CooldownSource(source)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a saved breaker: {e}") from None
-        if step < 0 or opens < 0:
-            raise ValueError("not a saved breaker: negative count")
+        if openFor is not None:
+            # Never longer than the schedule allows now (it may have shrunk).
+            openFor = min(openFor, self.policy.longestCooldown)
         self._openUntil = None if openFor is None else now + openFor - elapsed
         self._source = cooldownSource if openFor is not None else None
         self._step = step
@@ -339,12 +355,28 @@ class Breaker:
         self._lastFailure = lastFailure
 
 
-def _optionalNumber(value: object) -> float | None:
-    if value is None:
-        return None
+_MAX_REASON = 500
+#: Saved times beyond this (a century) are not something ccrouter wrote.
+_MAX_SECONDS = 100 * 365 * 86400.0
+
+
+def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number, found {type(value).__name__}")
-    return float(value)
+    number = float(value)
+    if not abs(number) <= _MAX_SECONDS:
+        raise ValueError(f"{number} is out of range")
+    return number
+
+
+def _optionalNumber(value: object) -> float | None:
+    return None if value is None else _number(value)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError("expected a count")
+    return value
 
 
 class BreakerBoard:

@@ -25,7 +25,7 @@ from ccrouter.breaker import (
     Transition,
 )
 from ccrouter.config import Config, Mode
-from ccrouter.modes import readModeFile
+from ccrouter.modes import ModeReading, readModeFile
 
 #: Saved breaker state lives next to the mode file, under this name.
 BREAKER_STATE_NAME = "breakers.json"
@@ -79,6 +79,7 @@ class LiveState:
         self.modeSource = ModeSource.DEFAULT
         self.modeProblem: str | None = None
         self._modeContent: bytes | None = None
+        self._modeUnreadable: str | None = None
         self._saveBreakers = saveBreakers
         #: Requests that moved on to another target after a failure.
         self.failovers = 0
@@ -107,10 +108,14 @@ class LiveState:
 
     # Config
 
-    def applyConfig(self, config: Config) -> None:
+    def applyConfig(self, config: Config, chooseMode: bool = True) -> None:
         """
         Put a newly loaded config in force for every request that starts
         from now on.
+
+        @param chooseMode: Whether to check the mode file's last content
+            against it now; not when the config names a different mode file,
+            which the caller reads and applies next.
         """
         previous = self.config
         self.config = config
@@ -130,7 +135,8 @@ class LiveState:
                 " there (still listening as before)",
                 path=config.source,
             )
-        self._chooseMode()
+        if chooseMode:
+            self._chooseMode()
 
     def configRefused(self, problem: str) -> None:
         """
@@ -146,17 +152,24 @@ class LiveState:
 
     # Mode
 
-    def applyModeFile(self, content: bytes | None) -> None:
+    def applyModeFile(
+        self, content: bytes | None, unreadable: str | None = None
+    ) -> None:
         """
         The mode file changed (or is first read).
 
         @param content: Its bytes, or L{None} if it does not exist.
+        @param unreadable: Why it exists but cannot be read, if so.
         """
         self._modeContent = content
+        self._modeUnreadable = unreadable
         self._chooseMode()
 
     def _chooseMode(self) -> None:
-        reading = readModeFile(self._modeContent, self.config)
+        if self._modeUnreadable is not None:
+            reading = ModeReading(None, f"cannot be read: {self._modeUnreadable}")
+        else:
+            reading = readModeFile(self._modeContent, self.config)
         problem = reading.problem
         if reading.mode is not None:
             mode, source = reading.mode, ModeSource.FILE

@@ -6,6 +6,7 @@ The mode file: one mode name, written by hand or by C{ccrouter mode}.  Pure.
 from __future__ import annotations
 
 import difflib
+import re
 
 from attrs import frozen
 
@@ -13,6 +14,8 @@ from ccrouter.config import Config
 
 #: Longer than any mode name could be: the file is not a mode file.
 MAX_MODE_FILE_BYTES = 256
+_ECHOED_NAME = 32
+_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
 @frozen
@@ -60,9 +63,14 @@ def readModeFile(content: bytes | None, config: Config) -> ModeReading:
             return ModeReading(None, "holds control characters, not a mode name")
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        shown = name if len(name) <= 64 else name[:61] + "..."
+        # Something long that is not a mode name may be a key pasted into
+        # the wrong file: it is not repeated.
+        shown = (
+            repr(name)
+            if len(name) <= _ECHOED_NAME and _NAME.match(name)
+            else f"of {len(name)} characters"
+        )
         return ModeReading(
-            None,
-            f"names unknown mode {shown!r}; {hint}modes: {', '.join(names)}",
+            None, f"names unknown mode {shown}; {hint}modes: {', '.join(names)}"
         )
     return ModeReading(name)

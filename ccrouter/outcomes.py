@@ -18,8 +18,12 @@ HeaderLookup = Callable[[str], "str | None"]
 
 #: Statuses that are the target's fault, not the request's: a different
 #: target may well answer.  402 is a provider out of credit.
-_FAILING_CLIENT_STATUSES = {401: "authentication failed", 402: "billing problem",
-                            403: "permission denied", 429: "rate limited"}
+_FAILING_CLIENT_STATUSES = {
+    401: "authentication failed",
+    402: "billing problem",
+    403: "permission denied",
+    429: "rate limited",
+}
 
 #: Anthropic's rate-limit families, each with -remaining and -reset headers.
 _RATE_LIMIT_FAMILIES = ("requests", "tokens", "input-tokens", "output-tokens")

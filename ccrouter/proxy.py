@@ -56,6 +56,8 @@ _SERVER_DEFAULTS = (b"server", b"date", b"content-type")
 
 #: An upstream error body larger than this is not passed on whole.
 _ERROR_BODY_LIMIT = 64 * 1024
+#: The longest silence waited out while reading an error body.
+_ERROR_BODY_IDLE = 30.0
 
 
 def writeError(request: Request, error: ProxyError) -> None:
@@ -232,6 +234,14 @@ class _ErrorBody(Protocol):
         if self.transport is not None:
             cast(IPushProducer, self.transport).stopProducing()
 
+    def stop(self) -> None:
+        """
+        Nobody wants the body any more: close the upstream connection.
+        """
+        if self._timer.active():
+            self._timer.cancel()
+        self._giveUp()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer.active():
             self._timer.cancel()
@@ -275,6 +285,7 @@ class _Exchange:
         self._headersTimer: IDelayedCall | None = None
         self._pending: Deferred[_Response] | None = None
         self._relay: ResponseRelay | None = None
+        self._errorBody: _ErrorBody | None = None
 
     @property
     def _upstream(self) -> Upstream:
@@ -286,6 +297,17 @@ class _Exchange:
 
     def start(self) -> None:
         self._request.notifyFinish().addErrback(self._clientDisconnected)
+        # Targets out of rotation are not tried at all while another one is
+        # available; only when none is are they all tried, soonest first.
+        live, now = self._live, self._live.now()
+        available = [
+            attempt
+            for attempt in self._remaining
+            if (breaker := live.breaker(attempt.target)) is None
+            or breaker.available(now)
+        ]
+        if available:
+            self._remaining = available
         self._attemptNext()
 
     def _attemptNext(self) -> None:
@@ -342,6 +364,8 @@ class _Exchange:
         self._clientGone = True
         if self._relay is not None:
             self._relay.clientDisconnected()
+        elif self._errorBody is not None:
+            self._errorBody.stop()
         elif self._pending is not None:
             self._pending.cancel()
 
@@ -370,22 +394,22 @@ class _Exchange:
             lambda name: _firstHeader(upstreamHeaders, name),
             self._live.wallNow(),
         )
-        try:
-            if outcome.verdict is not Verdict.SUCCESS:
-                self._record(outcome)
-            if outcome.isFailure and self._remaining:
-                response.deliverBody(_Discard())
-                self._failOver(outcome.reason)
-            elif outcome.isFailure and self._plan.failover:
-                self._answerExhausted(response)
-            else:
+        if outcome.verdict is not Verdict.SUCCESS:
+            self._record(outcome)
+        if outcome.isFailure and self._remaining:
+            response.deliverBody(_Discard())
+            self._failOver(outcome.reason)
+        elif outcome.isFailure and self._plan.failover:
+            self._answerExhausted(response)
+        else:
+            try:
                 self._relayResponse(response)
-        except BaseException:
-            # Whatever went wrong, the upstream connection must not stay
-            # stuck with an unread body.
-            if self._relay is None:
-                response.deliverBody(_Discard())
-            raise
+            except BaseException:
+                # Whatever went wrong, the upstream connection must not
+                # stay stuck with an unread body.
+                if self._relay is None:
+                    response.deliverBody(_Discard())
+                raise
 
     def _relayResponse(self, response: _Response) -> None:
         request = self._request
@@ -443,17 +467,21 @@ class _Exchange:
         just tried everywhere.
         """
         collector = _ErrorBody(
-            _ERROR_BODY_LIMIT, self._upstream.timeouts.idle, self._clock
+            _ERROR_BODY_LIMIT,
+            min(self._upstream.timeouts.idle, _ERROR_BODY_IDLE),
+            self._clock,
         )
+        self._errorBody = collector
         response.deliverBody(collector)
         original = response.original
         assert isinstance(original, _UndecodedResponse)
         headers = clientResponseHeaders(original.upstreamHeaders)
 
         def answer(body: bytes | None) -> None:
+            self._errorBody = None
+            self._logExhausted()
             if self._clientGone:
                 return
-            self._logExhausted()
             if body is None or not isAnthropicError(body):
                 fallback = errorForStatus(response.code, self._summary())
                 body = fallback.body()
@@ -495,10 +523,7 @@ class _Exchange:
         if self._plan.failover:
             self._logExhausted()
             exhausted = ProxyError(error.status, error.type, self._summary())
-            self._request.setResponseCode(exhausted.status)
-            self._request.responseHeaders.setRawHeaders(
-                b"x-should-retry", [b"false"]
-            )
+            self._request.responseHeaders.setRawHeaders(b"x-should-retry", [b"false"])
             writeError(self._request, exhausted)
             return
         self._log.warn(
@@ -512,6 +537,9 @@ class _Exchange:
 
     def _bug(self, failure: Failure) -> None:
         self._log.failure("proxying a request failed unexpectedly", failure)
+        self._stopHeadersTimer()
+        # A probe must not stay out for good because of a bug.
+        self._record(Outcome(Verdict.NEUTRAL, "internal error"))
         if not self._clientGone:
             self._request.channel.forceAbortClient()
 

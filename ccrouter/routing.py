@@ -15,7 +15,7 @@ from ccrouter.body import parseRequestBody
 
 if TYPE_CHECKING:
     from ccrouter.body import RequestBody
-    from ccrouter.config import Config, Mode, Route, Upstream
+    from ccrouter.config import Config, Mode, Route, Target, Upstream
 
 #: Paths whose JSON body carries the C{model} that routing decides on.  Any
 #: query string (Claude Code always sends C{?beta=true}) is ignored here.
@@ -120,13 +120,42 @@ def planRequest(
         streaming = parsed is not None and parsed.streaming
         return Plan(None, streaming, (passthrough,), mode.name)
     if mode.failover:
-        attempts = tuple(
-            _attempt(config, target.routes, parsed, body, target.name)
-            for target in mode.failover
+        attempts = _distinct(
+            [
+                (_attempt(config, target.routes, parsed, body, target.name), target)
+                for target in mode.failover
+            ]
         )
         return Plan(parsed.model, parsed.streaming, attempts, mode.name, True)
     attempt = _attempt(config, mode.routes, parsed, body, mode.name)
     return Plan(parsed.model, parsed.streaming, (attempt,), mode.name)
+
+
+def _distinct(candidates: list[tuple[Attempt, Target]]) -> tuple[Attempt, ...]:
+    """
+    One attempt per distinct request.  A target mode with no route for the
+    model sends it to the default upstream unchanged, just as a target
+    with no routes at all does: the same request, which is sent once and
+    counted against the target that really serves it (the one whose route
+    matched, or the one without routes), not against a provider that was
+    never asked.
+    """
+    kept: list[tuple[Attempt, bool]] = []
+    for attempt, target in candidates:
+        owned = attempt.route is not None or not target.routes
+        twin = next(
+            (
+                index
+                for index, (earlier, _) in enumerate(kept)
+                if earlier.upstream == attempt.upstream and earlier.body == attempt.body
+            ),
+            None,
+        )
+        if twin is None:
+            kept.append((attempt, owned))
+        elif owned and not kept[twin][1]:
+            kept[twin] = (attempt, owned)
+    return tuple(attempt for attempt, _ in kept)
 
 
 def _modeNamed(config: Config, name: str | None) -> Mode:

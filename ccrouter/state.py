@@ -96,9 +96,7 @@ def saveBoard(
         raise
 
 
-def loadBoard(
-    path: str, board: BreakerBoard, now: float, wallNow: float
-) -> list[str]:
+def loadBoard(path: str, board: BreakerBoard, now: float, wallNow: float) -> list[str]:
     """
     Restore what L{saveBoard} wrote; nothing when there is no file.
 

@@ -84,13 +84,14 @@ class SettledFile:
 def readModeBytes(path: str) -> bytes | None:
     """
     The start of the mode file (more than a mode file may hold, so that an
-    oversized one can be told apart), or L{None} if it cannot be read, which
-    counts as no mode file.
+    oversized one can be told apart), or L{None} if there is none.
+
+    @raise OSError: If it exists but cannot be read.
     """
     try:
         with open(path, "rb") as modeFile:
             return modeFile.read(MAX_MODE_FILE_BYTES + 1)
-    except OSError:
+    except FileNotFoundError:
         return None
 
 
@@ -162,7 +163,7 @@ class Watcher(Service):
             if self._config is not None and self._config.changed():
                 self._reloadConfig()
             if self._mode is not None and self._mode.changed():
-                self._live.applyModeFile(readModeBytes(self._mode.path))
+                self._applyModeFile(self._mode.path)
         except Exception:  # noqa: BLE001 - the poller must outlive any bug
             self._log.failure("watching the config and mode files failed")
 
@@ -186,8 +187,10 @@ class Watcher(Service):
         except ConfigError as e:
             self._live.configRefused(str(e))
             return
-        self._live.applyConfig(config)
-        if self._mode is None or self._mode.path != config.modeFile:
+        current = None if self._mode is None else self._mode.path
+        moved = current != config.modeFile
+        self._live.applyConfig(config, chooseMode=not moved)
+        if moved:
             self._reloadMode()
 
     def _reloadMode(self) -> None:
@@ -198,4 +201,12 @@ class Watcher(Service):
         if self._mode is None or self._mode.path != path:
             self._mode = SettledFile(path)
         self._mode.markApplied()
-        self._live.applyModeFile(readModeBytes(path))
+        self._applyModeFile(path)
+
+    def _applyModeFile(self, path: str) -> None:
+        try:
+            content = readModeBytes(path)
+        except OSError as e:
+            self._live.applyModeFile(None, unreadable=e.strerror or str(e))
+            return
+        self._live.applyModeFile(content)

@@ -135,9 +135,7 @@ class ScheduleTests(SynchronousTestCase):
             self.assertEqual(driver.state(), State.HALF_OPEN)
             self.assertTrue(driver.request(FAILED))
             cooldowns.append(driver.openFor())
-        self.assertEqual(
-            [c / MINUTE for c in cooldowns], [30, 60, 120, 240, 240, 240]
-        )
+        self.assertEqual([c / MINUTE for c in cooldowns], [30, 60, 120, 240, 240, 240])
         self.assertEqual(driver.breaker.report(driver.now).opens, 6)
 
     def test_exactlyOneProbe(self) -> None:
@@ -191,6 +189,41 @@ class ScheduleTests(SynchronousTestCase):
         self.assertEqual(driver.breaker.report(driver.now).nextCooldown, 30 * MINUTE)
         self.assertEqual(self.openIt(driver), 30 * MINUTE)
 
+    def test_failedProbeEscalatesAfterAnEarlierClose(self) -> None:
+        """
+        A breaker that closed once and opened again does not take the time
+        spent open for a healthy spell: its failed probe moves on to the
+        next step.
+        """
+        driver = Driver()
+        self.openIt(driver)
+        driver.now += 30 * MINUTE
+        driver.request(SUCCEEDED)
+        driver.now += MINUTE
+        self.assertEqual(self.openIt(driver), 60 * MINUTE)
+        driver.now += 60 * MINUTE
+        self.assertEqual(driver.breaker.report(driver.now).nextCooldown, 120 * MINUTE)
+        driver.request(FAILED)
+        self.assertEqual(driver.openFor(), 120 * MINUTE)
+
+    def test_failureBesideTheProbeLeavesItToTheProbe(self) -> None:
+        """
+        A request sent to a half-open target while its probe is out (every
+        other target was worse) does not decide the breaker: the probe does.
+        """
+        driver = Driver()
+        self.openIt(driver)
+        driver.now += 30 * MINUTE
+        breaker = driver.breaker
+        probe = breaker.begin(driver.now)
+        other = breaker.begin(driver.now)
+        self.assertFalse(other)
+        self.assertIsNone(breaker.record(FAILED, driver.now, other))
+        self.assertEqual(driver.state(), State.HALF_OPEN)
+        breaker.record(SUCCEEDED, driver.now, probe)
+        report = breaker.report(driver.now)
+        self.assertEqual((report.state, report.opens), (State.CLOSED, 1))
+
     def test_failureWhileOpenDoesNotEscalate(self) -> None:
         """
         When every target is open they are tried anyway; a failure then
@@ -235,6 +268,12 @@ class RateLimitTests(SynchronousTestCase):
         driver.request(Outcome(Verdict.FAILURE, "HTTP 429", resetAfter=86400.0))
         self.assertEqual(driver.openFor(), 240 * MINUTE)
 
+    def test_immediateResetIsAnOrdinaryFailure(self) -> None:
+        driver = Driver()
+        driver.request(Outcome(Verdict.FAILURE, "HTTP 429", resetAfter=0.0))
+        self.assertEqual(driver.state(), State.CLOSED)
+        self.assertEqual(driver.breaker.report(driver.now).consecutiveFailures, 1)
+
     def test_laterResetExtendsAnOpenBreaker(self) -> None:
         driver = Driver()
         breaker = driver.breaker
@@ -269,9 +308,33 @@ class PersistenceTests(SynchronousTestCase):
         self.assertEqual(restored.state(5.0 + 20 * MINUTE), State.HALF_OPEN)
 
     def test_garbageRefused(self) -> None:
-        for saved in [{}, {"open_for": "x"}, {"open_for": True}]:
-            with self.assertRaises(ValueError):
-                Breaker(BreakerPolicy()).restore(saved, 0.0, 0.0)  # type: ignore[arg-type]
+        driver = Driver()
+        driver.request(FAILED)
+        good = driver.breaker.export(driver.now)
+        for changes in [
+            {"open_for": "x"},
+            {"open_for": True},
+            {"open_for": float("inf")},
+            {"open_for": float("nan")},
+            {"step": "1"},
+            {"opens": -1},
+            {"last_cooldown": 1e300},
+            {"source": "whim"},
+            {"last_failure": {"reason": "x", "ago": float("inf")}},
+        ]:
+            with self.assertRaises(ValueError, msg=changes):
+                Breaker(BreakerPolicy()).restore({**good, **changes}, 0.0, 0.0)
+        with self.assertRaises(ValueError):
+            Breaker(BreakerPolicy()).restore({}, 0.0, 0.0)
+
+    def test_restoredCooldownFitsTheCurrentSchedule(self) -> None:
+        driver = Driver()
+        for _ in range(3):
+            driver.request(FAILED)
+        saved = driver.breaker.export(driver.now)
+        restored = Breaker(BreakerPolicy(cooldowns=(5.0,)))
+        restored.restore(saved, 0.0, 0.0)
+        self.assertEqual(restored.report(0.0).cooldownRemaining, 5.0)
 
 
 class BoardTests(SynchronousTestCase):
@@ -291,7 +354,9 @@ class BoardTests(SynchronousTestCase):
         for name, seconds in (("a", 500.0), ("b", 100.0)):
             breaker = board.get(name)
             assert breaker is not None
-            breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=seconds), 0, False)
+            breaker.record(
+                Outcome(Verdict.FAILURE, "429", resetAfter=seconds), 0, False
+            )
         self.assertEqual(board.pick(["a", "b"], 0.0), 1)
         self.assertEqual(board.pick(["a"], 0.0), 0)
 

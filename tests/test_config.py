@@ -230,7 +230,6 @@ class ConfigErrorCase(SynchronousTestCase):
 
 
 class ErrorTests(ConfigErrorCase):
-
     def test_missingEnvironmentVariable(self) -> None:
         """
         A missing variable names the file, the line and the key path.
@@ -478,9 +477,7 @@ class ModeConfigTests(SynchronousTestCase):
             parse("mode_file: state/m\n", "c.yaml", {}, "/cfg").modeFile,
             "/cfg/state/m",
         )
-        self.assertEqual(
-            parse("mode_file: /run/m\n", "c.yaml", {}).modeFile, "/run/m"
-        )
+        self.assertEqual(parse("mode_file: /run/m\n", "c.yaml", {}).modeFile, "/run/m")
 
 
 class ModeConfigErrorTests(ConfigErrorCase):
@@ -542,8 +539,7 @@ class ModeConfigErrorTests(ConfigErrorCase):
     def test_unknownDefaultMode(self) -> None:
         self.assertConfigError(
             "default_mode: autoo\nmodes:\n  auto: []\n  claude: []\n",
-            "config.yaml:1: default_mode: no mode named 'autoo'; did you mean"
-            " 'auto'?",
+            "config.yaml:1: default_mode: no mode named 'autoo'; did you mean 'auto'?",
         )
         self.assertConfigError(
             "default_mode: auto\n",

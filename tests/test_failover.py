@@ -228,6 +228,38 @@ class FailoverTests(FailoverHarness):
         )
         self.assertNotIn(ZAI_KEY, body.decode())
 
+    def test_clientLeavesWhileTheLastErrorIsRead(self) -> None:
+        """
+        A client that leaves while the last target's error body is still
+        arriving closes that upstream connection too.
+        """
+        d = self.post()
+        self.answer(self.zai.requests[0], 529, OVERLOADED)
+        last = self.anthropic.requests[0]
+        last.setResponseCode(503)
+        last.write(b'{"type":"error",')
+        self.flush()
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d)
+        self.flush()
+        self.assertEqual(len(self.anthropic.lost), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stalledErrorBodyGivesUp(self) -> None:
+        d = self.post()
+        self.answer(self.zai.requests[0], 529, OVERLOADED)
+        last = self.anthropic.requests[0]
+        last.setResponseCode(503)
+        last.write(b'{"type":"error",')
+        self.flush()
+        self.clock.advance(30)
+        self.flush()
+        status, _, body = self.result(d)
+        self.assertEqual(status, 503)
+        self.assertEqual(json.loads(body)["error"]["type"], "api_error")
+        self.assertEqual(len(self.anthropic.lost), 1)
+
     def test_headersTimeoutFailsOver(self) -> None:
         d = self.post(message("claude-sonnet-4-5", stream=True))
         self.clock.advance(60)
@@ -340,6 +372,39 @@ class BreakerRoutingTests(FailoverHarness):
         self.answer(self.anthropic.requests[0], 200)
         self.assertEqual(self.result(d)[0], 200)
         self.assertEqual(self.report("claude").state, State.CLOSED)
+
+    def test_openTargetNotTriedAfterTheOthersFail(self) -> None:
+        """
+        A target out of rotation stays out while another was available at
+        the start, even when that one fails: its cooldown is respected.
+        """
+        d = self.post()
+        self.answer(self.zai.requests[0], 429, b"{}", {b"retry-after": b"300"})
+        self.answer(self.anthropic.requests[0], 200)
+        self.assertEqual(self.result(d)[0], 200)
+        d = self.post()
+        self.answer(self.anthropic.requests[1], 529, OVERLOADED)
+        status, headers, body = self.result(d)
+        self.assertEqual((status, body), (529, OVERLOADED))
+        self.assertEqual(headers.getRawHeaders(b"x-should-retry"), [b"false"])
+        self.assertEqual(len(self.zai.requests), 1)
+
+    def test_noSecondRequestBesideTheProbe(self) -> None:
+        """
+        While the probe is out, other requests go to the other targets, and
+        if those fail they are not sent to the target being probed.
+        """
+        self.failGlm(3)
+        self.clock.advance(30 * 60)
+        probe = self.post()
+        other = self.post()
+        self.assertEqual(len(self.zai.requests), 4)
+        self.answer(self.anthropic.requests[-1], 503)
+        self.assertEqual(self.result(other)[0], 503)
+        self.assertEqual(len(self.zai.requests), 4)
+        self.answer(self.zai.requests[-1], 200)
+        self.assertEqual(self.result(probe)[0], 200)
+        self.assertEqual(self.report("glm").state, State.CLOSED)
 
     def test_rateLimitResetOpensAtOnce(self) -> None:
         d = self.post()

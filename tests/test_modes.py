@@ -42,6 +42,10 @@ class ReadModeFileTests(SynchronousTestCase):
             b"clade": "names unknown mode 'clade'; did you mean 'claude'?"
             " modes: antigravity, claude, auto",
             b"zzz": "names unknown mode 'zzz'; modes: antigravity, claude, auto",
+            b"sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAAAAA": "names unknown mode of"
+            " 41 characters; modes: antigravity, claude, auto",
+            b"a'b": "names unknown mode of 3 characters; modes: antigravity,"
+            " claude, auto",
         }
         for content, problem in cases.items():
             self.assertEqual(

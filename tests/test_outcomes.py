@@ -60,7 +60,9 @@ class StatusTests(SynchronousTestCase):
         outcome = outcomeOfStatus(429, headers(retry_after="17"), NOW)
         self.assertEqual(outcome.resetAfter, 17.0)
         self.assertIsNone(outcomeOfStatus(429, headers(), NOW).resetAfter)
-        self.assertIsNone(outcomeOfStatus(503, headers(retry_after="5"), NOW).resetAfter)
+        self.assertIsNone(
+            outcomeOfStatus(503, headers(retry_after="5"), NOW).resetAfter
+        )
 
 
 class ResetTests(SynchronousTestCase):

@@ -198,3 +198,31 @@ modes:
             [(a.target, a.upstream.name, a.upstreamModel) for a in plan.attempts],
             [("claude", "default", "claude-x"), ("zai", "zai", "claude-x")],
         )
+
+    def test_sameRequestSentOnce(self) -> None:
+        """
+        A model no route of the preferred target matches would go to the
+        default upstream unchanged from both targets: it is planned once,
+        for the target that really serves it.
+        """
+        plan = planRequest(
+            RRROUTER, b"POST", b"/v1/messages", body("claude-3-5-sonnet-x"), "auto"
+        )
+        self.assertEqual([a.target for a in plan.attempts], ["claude"])
+        config = parseConfig(
+            """
+upstreams:
+  zai: {url: "https://api.z.ai/api/anthropic", auth: {header: x-api-key, value: k}}
+modes:
+  a: [{match: "glm-*", upstream: zai}]
+  b: [{match: "kimi-*", upstream: zai}]
+  c: [{match: "x-*"}]
+  auto: {failover: [a, b, c]}
+""",
+            "c.yaml",
+            {},
+        )
+        plan = planRequest(config, b"POST", b"/v1/messages", body("x-1"), "auto")
+        self.assertEqual([a.target for a in plan.attempts], ["c"])
+        plan = planRequest(config, b"POST", b"/v1/messages", body("y-1"), "auto")
+        self.assertEqual([a.target for a in plan.attempts], ["a"])

@@ -115,6 +115,18 @@ class ModeFileTests(WatcherCase):
         self.assertEqual(self.live.modeName, "claude")
         self.assertIsNone(self.live.modeProblem)
 
+    def test_unreadableModeFile(self) -> None:
+        """
+        A mode file that cannot be read keeps the mode and says why.
+        """
+        self.modePath.write_text("auto")
+        self.poll(2)
+        self.modePath.unlink()
+        self.modePath.mkdir()
+        self.poll(2)
+        self.assertEqual(self.live.modeName, "auto")
+        self.assertEqual(self.live.modeProblem, "cannot be read: Is a directory")
+
     def test_modeFileReadAtStart(self) -> None:
         self.modePath.write_text("auto")
         live = LiveState(self.live.config, self.clock.seconds, self.clock.seconds, None)
@@ -184,11 +196,20 @@ class ConfigFileTests(WatcherCase):
         self.assertEqual(self.live.modeName, "claude")
 
     def test_modeFileMovedByReload(self) -> None:
+        """
+        A config that names another mode file is checked against that
+        file's content, not the old file's.
+        """
+        self.modePath.write_text("nonsense")
+        self.poll(2)
+        self.assertIsNotNone(self.live.modeProblem)
         other = self.directory / "elsewhere"
         other.write_text("auto")
         replace(self.configPath, CONFIG + f"mode_file: {other}\n")
         self.poll(2)
         self.assertEqual(self.live.modeName, "auto")
+        self.assertIsNone(self.live.modeProblem)
+        self.assertEqual(self.live.modeFile, str(other))
 
 
 class HangupTests(SynchronousTestCase):

@@ -1,0 +1,705 @@
+"""
+End-to-end tests of modes, hot reload and failover: C{twistd -n ccrouter}
+runs as a child process in front of mock upstreams, while the tests switch
+the mode file, rewrite the config, send C{SIGHUP} and make upstreams fail.
+
+Nothing here sleeps to synchronise: every wait is a bounded poll of an
+observable condition (C{/health}, the process log, what a mock received)
+through L{waitFor}, which fails the test with a clear message at its
+deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from inspect import isawaitable
+from pathlib import Path
+from typing import Any
+
+import anthropic
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import FailTest
+
+from tests.mockupstream import (
+    MockUpstream,
+    anthropicMessage,
+    anthropicStream,
+    respondEvents,
+    respondJSON,
+)
+from tests.proxyprocess import ProxyProcess
+from tests.test_end_to_end import EndToEndCase, freePort, messageBody
+
+#: How often L{waitFor} looks again.
+POLL = 0.05
+
+CLIENT_CANARY = "sk-ant-api03-MODES-CLIENT-CANARY-93f1"
+UPSTREAM_CANARY = "canary-MODES-UPSTREAM-KEY-5b07"
+
+
+async def waitFor(
+    predicate: Callable[[], Any],
+    timeout: float = 5.0,
+    what: str = "the condition",
+    detail: Callable[[], object] | None = None,
+) -> Any:
+    """
+    Call C{predicate} (which may return an awaitable) every L{POLL} seconds
+    until it gives something true, and return that; fail the test once
+    C{timeout} seconds have passed without it.
+
+    @param detail: What to show in the failure message (the last value
+        seen, typically).
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = predicate()
+        if isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if reactor.seconds() >= deadline:
+            shown = "" if detail is None else f"; last seen: {detail()!r}"
+            raise FailTest(f"gave up after {timeout} s waiting for {what}{shown}")
+        await deferLater(reactor, POLL, lambda: None)
+
+
+def anthropicError(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def replaceFile(path: Path, text: str) -> None:
+    """
+    Save C{text} the way editors and C{ccrouter mode} do: a temporary file
+    beside it, then a rename over it.
+    """
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+class ModesCase(EndToEndCase):
+    """
+    Helpers for tests that keep the config file (to rewrite it, to find
+    the mode and breaker state files beside it, or to restart on it).
+    """
+
+    def configFile(self, text: str) -> Path:
+        return self.writeConfig(text).resolve()
+
+    async def start(
+        self, configPath: Path, environ: dict[str, str] | None = None
+    ) -> ProxyProcess:
+        process = ProxyProcess(
+            ["--config", str(configPath), "--listen", "tcp:0:interface=127.0.0.1"],
+            environ,
+        )
+        self.addCleanup(process.stop)
+        await process.start()
+        return process
+
+    async def healthBytes(self, proxy: ProxyProcess) -> bytes:
+        response = await self.http.get(f"{proxy.url}/health")
+        body: bytes = await response.content()
+        self.assertEqual(response.code, 200, body)
+        return body
+
+    async def health(self, proxy: ProxyProcess) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(await self.healthBytes(proxy))
+        return document
+
+    async def waitForHealth(
+        self,
+        proxy: ProxyProcess,
+        check: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float = 5.0,
+    ) -> dict[str, Any]:
+        """
+        Poll C{/health} until C{check} accepts it; return that document.
+        """
+        seen: list[dict[str, Any]] = []
+
+        async def matches() -> dict[str, Any] | None:
+            self.assertRunning(proxy)
+            document = await self.health(proxy)
+            seen[:] = [document]
+            return document if check(document) else None
+
+        document: dict[str, Any] = await waitFor(
+            matches, timeout, what, lambda: seen[0] if seen else None
+        )
+        return document
+
+    def assertRunning(self, proxy: ProxyProcess) -> None:
+        """
+        Fail at once, rather than at a deadline, when the proxy has exited.
+        """
+        if proxy.exited.called:
+            raise FailTest(
+                f"the proxy exited (code {proxy.exitCode}, signal"
+                f" {proxy.exitSignal}):\n{proxy.output.decode(errors='replace')}"
+            )
+
+    async def waitForLog(
+        self, proxy: ProxyProcess, text: bytes, count: int = 1, timeout: float = 5.0
+    ) -> None:
+        def logged() -> bool:
+            if proxy.output.count(text) >= count:
+                return True
+            self.assertRunning(proxy)
+            return False
+
+        await waitFor(
+            logged,
+            timeout,
+            f"{count} x {text!r} in the proxy's log",
+            lambda: proxy.output.decode(errors="replace")[-2000:],
+        )
+
+    async def askFor(
+        self, proxy: ProxyProcess, model: str = "claude-sonnet-4-5"
+    ) -> tuple[int, Any, Any]:
+        """
+        A non-streaming request; its status, headers and parsed body.
+        """
+        response = await self.post(proxy, messageBody(model, stream=False))
+        body = await response.content()
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = body
+        return response.code, response.headers, parsed
+
+    async def text(self, proxy: ProxyProcess, model: str = "claude-sonnet-4-5") -> str:
+        status, _, body = await self.askFor(proxy, model)
+        self.assertEqual(status, 200, body)
+        text: str = body["content"][0]["text"]
+        return text
+
+
+def failoverConfig(
+    fallback: MockUpstream,
+    primaryURL: str,
+    breaker: str,
+    auth: str = "",
+) -> str:
+    """
+    A config whose default mode C{auto} fails over from the upstream
+    C{primary} (which takes every model) to the mode C{claude} (everything
+    to C{fallback}, the default upstream).
+    """
+    return f"""
+default: {{url: "{fallback.url}"}}
+upstreams:
+  primary: {{url: "{primaryURL}"{auth}}}
+breaker: {breaker}
+modes:
+  auto:
+    failover: [primary, claude]
+  claude: []
+"""
+
+
+class ModeSwitchTests(ModesCase):
+    async def test_modeFileSwitchesModes(self) -> None:
+        """
+        The mode file picks the mode for new requests: absent, the default
+        mode; naming a mode, that mode (within two seconds of the save);
+        naming no mode, the previous mode stays and C{/health} says why;
+        removed again, back to the default mode.
+        """
+        mockA = self.upstream(respondJSON(anthropicMessage("from A")))
+        mockB = self.upstream(respondJSON(anthropicMessage("from B")))
+        config = self.configFile(
+            f"""
+default: {{url: "{mockB.url}"}}
+upstreams:
+  other: {{url: "{mockA.url}"}}
+modes:
+  a:
+    - match: "claude-sonnet-*"
+      model: "gemini-pro"
+      upstream: other
+  b: []
+"""
+        )
+        modeFile = config.parent / "mode"
+        proxy = await self.start(config)
+
+        health = await self.health(proxy)
+        self.assertEqual(
+            (health["mode"], health["mode_source"], health["default_mode"]),
+            ("a", "default", "a"),
+        )
+        self.assertEqual(health["mode_file"], str(modeFile))
+        self.assertEqual(health["modes"], ["a", "b"])
+        self.assertEqual(health["status"], "ok")
+        self.assertIsNone(health["auto_switch"])
+        self.assertEqual(await self.text(proxy), "from A")
+        self.assertEqual(mockA.requests[-1].json()["model"], "gemini-pro")
+
+        replaceFile(modeFile, "b\n")
+        health = await self.waitForHealth(
+            proxy, lambda h: h["mode"] == "b", "mode b", timeout=2.0
+        )
+        self.assertEqual(health["mode_source"], "file")
+        self.assertIsNone(health["mode_file_problem"])
+        self.assertEqual(await self.text(proxy), "from B")
+        self.assertEqual(mockB.requests[-1].json()["model"], "claude-sonnet-4-5")
+        self.assertEqual(len(mockA.requests), 1)
+
+        replaceFile(modeFile, "nonsense-mode\n")
+        health = await self.waitForHealth(
+            proxy, lambda h: h["mode_file_problem"] is not None, "a mode file problem"
+        )
+        self.assertIn("nonsense-mode", health["mode_file_problem"])
+        self.assertEqual((health["mode"], health["mode_source"]), ("b", "file"))
+        self.assertEqual(health["status"], "degraded")
+        self.assertEqual(await self.text(proxy), "from B")
+
+        modeFile.unlink()
+        health = await self.waitForHealth(
+            proxy, lambda h: h["mode_source"] == "default", "the default mode"
+        )
+        self.assertEqual(health["mode"], "a")
+        self.assertIsNone(health["mode_file_problem"])
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(await self.text(proxy), "from A")
+        self.assertEqual((len(mockA.requests), len(mockB.requests)), (2, 2))
+
+
+class ReloadTests(ModesCase):
+    async def test_configHotReload(self) -> None:
+        """
+        A broken config saved over the one in force is refused, said so in
+        C{/health} (file, line and key) and in the log, once; requests go on
+        under the config in force.  A valid one saved next is in force for
+        the next request.
+        """
+        mockA = self.upstream(respondJSON(anthropicMessage("from A")))
+        mockB = self.upstream(respondJSON(anthropicMessage("from B")))
+        config = self.configFile(f'default: {{url: "{mockA.url}"}}\n')
+        proxy = await self.start(config)
+        health = await self.health(proxy)
+        self.assertEqual(health["config"]["path"], str(config))
+        self.assertIsNone(health["config"]["last_reload"])
+        self.assertEqual(await self.text(proxy), "from A")
+
+        replaceFile(config, "routes:\n  - match: x\n    uptream: y\n")
+        health = await self.waitForHealth(
+            proxy,
+            lambda h: h["config"]["last_reload"] is not None,
+            "the broken config to be read",
+        )
+        reload = health["config"]["last_reload"]
+        self.assertFalse(reload["ok"])
+        self.assertIn(f"{config}:3: routes[0].uptream:", reload["error"])
+        self.assertIn("'upstream'", reload["error"])
+        self.assertEqual(health["status"], "degraded")
+        self.assertEqual(await self.text(proxy), "from A")
+        self.assertEqual(mockB.requests, [])
+
+        refused = b"config not reloaded"
+        await self.waitForLog(proxy, refused)
+        # Three poll intervals and more: a poller that logged the refusal
+        # each time it looked would have logged it again by now.
+        since = health["uptime_seconds"]
+        await self.waitForHealth(
+            proxy, lambda h: h["uptime_seconds"] >= since + 1.5, "1.5 s of uptime"
+        )
+        self.assertEqual(proxy.output.count(refused), 1)
+        self.assertIn(str(config).encode() + b":3: routes[0].uptream", proxy.output)
+
+        replaceFile(config, f'default: {{url: "{mockB.url}"}}\n')
+        health = await self.waitForHealth(
+            proxy,
+            lambda h: h["config"]["last_reload"]["ok"],
+            "the valid config to be loaded",
+        )
+        self.assertIsNone(health["config"]["last_reload"]["error"])
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(await self.text(proxy), "from B")
+        self.assertEqual(len(mockA.requests), 2)
+        self.assertEqual(proxy.output.count(refused), 1)
+
+    async def test_sighupReloadsAtOnce(self) -> None:
+        """
+        C{SIGHUP} reloads the config even when the poller cannot tell it
+        changed (rewritten in place, same size, modification time put
+        back), and the process lives on.  A broken config reloaded twice
+        is reported once.
+        """
+        mockA = self.upstream(respondJSON(anthropicMessage("from A")))
+        mockB = self.upstream(respondJSON(anthropicMessage("from B")))
+        first = f'default: {{url: "{mockA.url}"}}\n'
+        second = f'default: {{url: "{mockB.url}"}}\n'
+        width = max(len(first), len(second))
+        first, second = first.ljust(width - 1) + "\n", second.ljust(width - 1) + "\n"
+        config = self.configFile(first)
+        proxy = await self.start(config)
+        assert proxy.pid is not None
+        before = await self.health(proxy)
+        self.assertEqual(await self.text(proxy), "from A")
+
+        status = config.stat()
+        with config.open("r+") as stream:
+            stream.write(second)
+        os.utime(config, ns=(status.st_atime_ns, status.st_mtime_ns))
+        changed = config.stat()
+        self.assertEqual(
+            (changed.st_ino, changed.st_size, changed.st_mtime_ns),
+            (status.st_ino, status.st_size, status.st_mtime_ns),
+        )
+        # The poller cannot see this change: after more than two intervals
+        # the old config is still in force.
+        await self.waitForHealth(
+            proxy,
+            lambda h: h["uptime_seconds"] >= before["uptime_seconds"] + 1.2,
+            "1.2 s of uptime",
+        )
+        self.assertEqual(await self.text(proxy), "from A")
+
+        os.kill(proxy.pid, signal.SIGHUP)
+        await self.waitForLog(proxy, b"SIGHUP")
+        health = await self.waitForHealth(
+            proxy,
+            lambda h: h["config"]["last_reload"] is not None,
+            "the reload SIGHUP asked for",
+        )
+        self.assertTrue(health["config"]["last_reload"]["ok"])
+        self.assertEqual(await self.text(proxy), "from B")
+        self.assertFalse(proxy.exited.called)
+        self.assertGreater(health["uptime_seconds"], before["uptime_seconds"])
+        self.assertEqual(health["started_at"], before["started_at"])
+
+        # A broken config, reloaded by two SIGHUPs.  The log is one ordered
+        # stream: once the third SIGHUP's line is in, whatever the second
+        # reload logged is in too.
+        replaceFile(config, "routes:\n  - match: x\n    uptream: y\n")
+        os.kill(proxy.pid, signal.SIGHUP)
+        await self.waitForLog(proxy, b"SIGHUP", count=2)
+        os.kill(proxy.pid, signal.SIGHUP)
+        await self.waitForLog(proxy, b"SIGHUP", count=3)
+        self.assertEqual(proxy.output.count(b"config not reloaded"), 1)
+        health = await self.health(proxy)
+        self.assertFalse(health["config"]["last_reload"]["ok"])
+        self.assertEqual(await self.text(proxy), "from B")
+        self.assertFalse(proxy.exited.called)
+        self.assertNotIn(b"Traceback", proxy.output)
+
+
+class FailoverTests(ModesCase):
+    async def test_connectionRefusedFailsOver(self) -> None:
+        """
+        A target that refuses connections is skipped for the next one at
+        once, unseen by the client (the official SDK, streaming); after
+        three such failures its breaker opens and requests go straight to
+        the fallback.
+        """
+        fallbackMock = self.upstream(
+            respondEvents(anthropicStream("fallback says hi"), spacing=0.002)
+        )
+        config = self.configFile(
+            f"""
+default: {{url: "{fallbackMock.url}"}}
+upstreams:
+  nowhere: {{url: "http://127.0.0.1:{freePort()}"}}
+default_mode: auto
+breaker: {{failures: 3, cooldowns: [60s]}}
+modes:
+  primary:
+    - match: "*"
+      upstream: nowhere
+  fallback: []
+  auto:
+    failover: [primary, fallback]
+"""
+        )
+        proxy = await self.start(config)
+
+        def stream() -> str:
+            with anthropic.Anthropic(
+                base_url=proxy.url, api_key=CLIENT_CANARY, max_retries=0
+            ) as client:
+                with client.messages.stream(
+                    model="claude-sonnet-4-5",
+                    max_tokens=1024,
+                    messages=[{"role": "user", "content": "hi"}],
+                ) as events:
+                    text = "".join(events.text_stream)
+                    events.get_final_message()
+                return text
+
+        self.assertEqual(await deferToThread(stream), "fallback says hi ")
+        health = await self.health(proxy)
+        primary = health["targets"]["primary"]
+        self.assertEqual(primary["kind"], "mode")
+        self.assertEqual(primary["consecutive_failures"], 1)
+        self.assertEqual(primary["state"], "closed")
+        self.assertIn("connection refused", primary["last_failure"]["reason"])
+        self.assertEqual(health["targets"]["fallback"]["state"], "closed")
+        self.assertEqual(health["auto_switch"]["failovers"], 1)
+        self.assertEqual(health["auto_switch"]["current"], "primary")
+
+        for _ in range(2):
+            self.assertEqual(await deferToThread(stream), "fallback says hi ")
+        health = await self.health(proxy)
+        primary = health["targets"]["primary"]
+        self.assertEqual(primary["state"], "open")
+        self.assertEqual(primary["opens"], 1)
+        self.assertEqual(primary["requests"], 3)
+        self.assertEqual(health["auto_switch"]["failovers"], 3)
+        self.assertEqual(health["auto_switch"]["current"], "fallback")
+        self.assertTrue(health["auto_switch"]["switched"])
+        self.assertEqual(health["status"], "degraded")
+
+        self.assertEqual(await deferToThread(stream), "fallback says hi ")
+        health = await self.health(proxy)
+        self.assertEqual(health["targets"]["primary"]["requests"], 3)
+        self.assertEqual(health["auto_switch"]["failovers"], 3)
+        self.assertEqual(health["auto_switch"]["current"], "fallback")
+        self.assertEqual(health["targets"]["fallback"]["requests"], 4)
+        self.assertEqual(len(fallbackMock.requests), 4)
+
+    async def test_rateLimitedBreakerLifecycle(self) -> None:
+        """
+        Three 429s open the primary's breaker on the schedule; once the
+        cooldown is over one request probes it, and its success closes the
+        breaker.  The client never sees the 429s.
+        """
+        primaryMock = self.upstream(
+            respondJSON(anthropicError("rate_limit_error", "slow down"), status=429)
+        )
+        fallbackMock = self.upstream(respondJSON(anthropicMessage("from fallback")))
+        proxy = await self.start(
+            self.configFile(
+                failoverConfig(
+                    fallbackMock, primaryMock.url, "{failures: 3, cooldowns: [2s, 4s]}"
+                )
+            )
+        )
+        for _ in range(3):
+            self.assertEqual(await self.text(proxy), "from fallback")
+        self.assertEqual(len(primaryMock.requests), 3)
+        health = await self.health(proxy)
+        primary = health["targets"]["primary"]
+        self.assertEqual(primary["kind"], "upstream")
+        self.assertEqual(primary["state"], "open")
+        self.assertEqual(primary["cooldown_source"], "schedule")
+        self.assertEqual(primary["next_cooldown_seconds"], 4)
+        self.assertEqual(primary["opens"], 1)
+        self.assertLessEqual(primary["cooldown_remaining_seconds"], 2)
+        self.assertIn("429", primary["last_failure"]["reason"])
+
+        health = await self.waitForHealth(
+            proxy,
+            lambda h: h["targets"]["primary"]["state"] == "half-open",
+            "the primary's cooldown to end",
+        )
+        self.assertEqual(health["auto_switch"]["current"], "primary")
+        primaryMock.behaviour = respondJSON(anthropicMessage("from primary"))
+        self.assertEqual(await self.text(proxy), "from primary")
+        self.assertEqual(len(primaryMock.requests), 4)
+        health = await self.health(proxy)
+        primary = health["targets"]["primary"]
+        self.assertEqual(primary["state"], "closed")
+        self.assertEqual(primary["opens"], 1)
+        self.assertEqual(primary["consecutive_failures"], 0)
+        self.assertFalse(primary["probing"])
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(len(fallbackMock.requests), 3)
+
+    async def test_retryAfterOpensAtOnce(self) -> None:
+        """
+        A 429 that says when the limit resets takes the target out of
+        rotation at once, for that long rather than the schedule's cooldown.
+        """
+        primaryMock = self.upstream(
+            respondJSON(
+                anthropicError("rate_limit_error", "slow down"),
+                status=429,
+                headers={b"retry-after": b"2"},
+            )
+        )
+        fallbackMock = self.upstream(respondJSON(anthropicMessage("from fallback")))
+        proxy = await self.start(
+            self.configFile(
+                failoverConfig(
+                    fallbackMock, primaryMock.url, "{failures: 3, cooldowns: [60s]}"
+                )
+            )
+        )
+        self.assertEqual(await self.text(proxy), "from fallback")
+        health = await self.health(proxy)
+        primary = health["targets"]["primary"]
+        self.assertEqual(primary["state"], "open")
+        self.assertEqual(primary["cooldown_source"], "rate-limit-reset")
+        self.assertLessEqual(primary["cooldown_remaining_seconds"], 2)
+        self.assertGreater(primary["cooldown_remaining_seconds"], 0)
+        self.assertEqual(primary["opens"], 1)
+        # The next request does not knock on the rate-limited target.
+        self.assertEqual(await self.text(proxy), "from fallback")
+        self.assertEqual(len(primaryMock.requests), 1)
+        # And the cooldown is the upstream's, not the schedule's 60 s.
+        await self.waitForHealth(
+            proxy,
+            lambda h: h["targets"]["primary"]["state"] == "half-open",
+            "the rate limit to reset",
+        )
+
+    async def test_everyTargetFails(self) -> None:
+        """
+        When every target fails, the client gets the last target's status
+        with C{x-should-retry: false}, and its error body when it has
+        Anthropic's shape, or else one in that shape made by ccrouter.
+        """
+        primaryBody = anthropicError("overloaded_error", "primary is overloaded")
+        fallbackBody = anthropicError("overloaded_error", "fallback is overloaded")
+        primaryMock = self.upstream(respondJSON(primaryBody, status=529))
+        fallbackMock = self.upstream(respondJSON(fallbackBody, status=529))
+        proxy = await self.start(
+            self.configFile(
+                failoverConfig(
+                    fallbackMock, primaryMock.url, "{failures: 3, cooldowns: [60s]}"
+                )
+            )
+        )
+        status, headers, body = await self.askFor(proxy)
+        self.assertEqual(status, 529)
+        self.assertEqual(headers.getRawHeaders(b"x-should-retry"), [b"false"])
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(body, fallbackBody)
+        self.assertEqual(
+            (len(primaryMock.requests), len(fallbackMock.requests)), (1, 1)
+        )
+
+        primaryMock.behaviour = respondJSON(primaryBody, status=503)
+
+        def notAnthropic(request: Any) -> bytes:
+            request.setResponseCode(529)
+            request.setHeader(b"content-type", b"text/html")
+            return b"<html>overloaded</html>"
+
+        fallbackMock.behaviour = notAnthropic
+        status, headers, body = await self.askFor(proxy)
+        self.assertEqual(status, 529)
+        self.assertEqual(headers.getRawHeaders(b"x-should-retry"), [b"false"])
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(body["type"], "error")
+        self.assertEqual(body["error"]["type"], "overloaded_error")
+        message = body["error"]["message"]
+        self.assertTrue(message.startswith("every target failed: "), message)
+        self.assertIn("primary: HTTP 503", message)
+        self.assertIn("claude: HTTP 529", message)
+        health = await self.health(proxy)
+        self.assertEqual(health["targets"]["primary"]["consecutive_failures"], 2)
+        self.assertEqual(health["targets"]["claude"]["consecutive_failures"], 2)
+
+
+class RestartTests(ModesCase):
+    async def test_breakerStateSurvivesRestart(self) -> None:
+        """
+        An open breaker is saved beside the config and still open after a
+        restart, so the target in cooldown gets no traffic.
+        """
+        primaryMock = self.upstream(
+            respondJSON(anthropicError("overloaded_error", "busy"), status=529)
+        )
+        fallbackMock = self.upstream(respondJSON(anthropicMessage("from fallback")))
+        config = self.configFile(
+            failoverConfig(
+                fallbackMock, primaryMock.url, "{failures: 3, cooldowns: [60s]}"
+            )
+        )
+        stateFile = config.parent / "breakers.json"
+        proxy = await self.start(config)
+        for _ in range(3):
+            self.assertEqual(await self.text(proxy), "from fallback")
+        health = await self.health(proxy)
+        self.assertEqual(health["targets"]["primary"]["state"], "open")
+        await proxy.stop()
+        self.assertNotIn(b"Traceback", proxy.output)
+
+        self.assertTrue(stateFile.exists(), f"no {stateFile}")
+        saved = json.loads(stateFile.read_text())
+        self.assertGreater(saved["targets"]["primary"]["open_for"], 30)
+
+        self.assertEqual(len(primaryMock.requests), 3)
+        restarted = await self.start(config)
+        health = await self.health(restarted)
+        primary = health["targets"]["primary"]
+        self.assertEqual(primary["state"], "open")
+        self.assertGreater(primary["cooldown_remaining_seconds"], 30)
+        self.assertEqual(primary["opens"], 1)
+        self.assertEqual(primary["cooldown_source"], "schedule")
+        self.assertEqual(health["auto_switch"]["current"], "claude")
+        self.assertEqual(await self.text(restarted), "from fallback")
+        self.assertEqual(len(primaryMock.requests), 3)
+        [restoredLine] = [
+            line
+            for line in restarted.output.splitlines()
+            if b"restored the breaker state of " in line
+        ]
+        self.assertIn(b"primary", restoredLine)
+
+
+class SecretTests(ModesCase):
+    async def test_healthShowsNoSecrets(self) -> None:
+        """
+        Neither the client's key nor an upstream's configured key reaches
+        C{/health} or the log: not through failure reasons, not through a
+        refused config whose URL holds the key.
+        """
+        keyedMock = self.upstream(
+            respondJSON(anthropicError("authentication_error", "bad key"), status=401)
+        )
+        fallbackMock = self.upstream(respondJSON(anthropicMessage("from fallback")))
+        environ = {"KEY": UPSTREAM_CANARY}
+        auth = ', auth: {header: x-api-key, value: "${KEY}"}'
+        config = self.configFile(
+            failoverConfig(
+                fallbackMock, keyedMock.url, "{failures: 3, cooldowns: [60s]}", auth
+            )
+        )
+        proxy = await self.start(config, environ)
+        clientKey = {b"x-api-key": [CLIENT_CANARY.encode()]}
+        response = await self.post(
+            proxy, messageBody("claude-sonnet-4-5", stream=False), clientKey
+        )
+        self.assertEqual(response.code, 200)
+        await response.content()
+        [keyed] = keyedMock.requests
+        self.assertEqual(keyed.header(b"x-api-key"), [UPSTREAM_CANARY.encode()])
+        [fallback] = fallbackMock.requests
+        self.assertEqual(fallback.header(b"x-api-key"), [CLIENT_CANARY.encode()])
+
+        # A config refused because of a URL that holds the key.
+        replaceFile(
+            config,
+            failoverConfig(
+                fallbackMock,
+                f"{keyedMock.url}/?key=${{KEY}}",
+                "{failures: 3, cooldowns: [60s]}",
+                auth,
+            ),
+        )
+        await self.waitForHealth(
+            proxy,
+            lambda h: h["config"]["last_reload"] is not None,
+            "the refused config",
+        )
+        body = await self.healthBytes(proxy)
+        document = json.loads(body)
+        self.assertIn("401", document["targets"]["primary"]["last_failure"]["reason"])
+        self.assertFalse(document["config"]["last_reload"]["ok"])
+        for canary in (UPSTREAM_CANARY, CLIENT_CANARY):
+            self.assertNotIn(canary.encode(), body)
+        await proxy.stop()
+        for canary in (UPSTREAM_CANARY, CLIENT_CANARY):
+            self.assertNotIn(canary.encode(), proxy.output)
