@@ -155,6 +155,14 @@ class Breaker:
         self._requests = 0
         self._failures = 0
 
+    def adopt(self, policy: BreakerPolicy, now: float) -> None:
+        """
+        Go by a new policy from now on.
+        """
+        self.policy = policy
+        if self._openUntil is not None:
+            self._openUntil = min(self._openUntil, now + policy.longestCooldown)
+
     def state(self, now: float) -> State:
         if self._openUntil is None:
             return State.CLOSED
@@ -220,15 +228,15 @@ class Breaker:
             self._consecutiveTimeouts = 0
         state = self.state(now)
         if outcome.resetAfter is not None and outcome.resetAfter >= MIN_RATE_LIMIT_WAIT:
-            until = now + min(max(outcome.resetAfter, 0.0), self.policy.longestCooldown)
+            wait = min(outcome.resetAfter, self.policy.longestCooldown)
             if state is State.OPEN:
                 assert self._openUntil is not None
-                if until > self._openUntil:
+                if now + wait > self._openUntil:
                     # Already out of rotation: only the end moves.
-                    self._openUntil = until
+                    self._openUntil = now + wait
                     self._source = CooldownSource.RATE_LIMIT
                 return None
-            return self._open(now, until, CooldownSource.RATE_LIMIT, outcome.reason)
+            return self._open(now, wait, CooldownSource.RATE_LIMIT, outcome.reason)
         if state is State.OPEN:
             # Tried although open (every target was): already out of rotation.
             return None
@@ -255,17 +263,17 @@ class Breaker:
         cooldown = self._scheduled(self._step)
         self._step += 1
         self._lastCooldown = cooldown
-        return self._open(now, now + cooldown, CooldownSource.SCHEDULE, reason)
+        return self._open(now, cooldown, CooldownSource.SCHEDULE, reason)
 
     def _open(
-        self, now: float, until: float, source: CooldownSource, reason: str
+        self, now: float, cooldown: float, source: CooldownSource, reason: str
     ) -> Transition:
-        self._openUntil = until
+        self._openUntil = now + cooldown
         self._source = source
         self._opens += 1
         self._consecutiveFailures = 0
         self._consecutiveTimeouts = 0
-        return Transition(True, until - now, source, reason)
+        return Transition(True, cooldown, source, reason)
 
     def _scheduled(self, step: int) -> float:
         cooldowns = self.policy.cooldowns
@@ -388,16 +396,19 @@ class BreakerBoard:
         self._policy = policy
         self._breakers: dict[str, Breaker] = {}
 
-    def reconcile(self, names: Iterable[str], policy: BreakerPolicy) -> None:
+    def reconcile(
+        self, names: Iterable[str], policy: BreakerPolicy, now: float
+    ) -> None:
         """
-        Follow a new config: targets that stay keep their state (with the
-        new policy), new ones start closed, dropped ones are forgotten.
+        Follow a new config: targets that stay keep their state (under the
+        new policy, so a cooldown never outlasts its new longest step), new
+        ones start closed, dropped ones are forgotten.
         """
         self._policy = policy
         kept: dict[str, Breaker] = {}
         for name in names:
             breaker = self._breakers.get(name) or Breaker(policy)
-            breaker.policy = policy
+            breaker.adopt(policy, now)
             kept[name] = breaker
         self._breakers = kept
 

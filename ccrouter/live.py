@@ -84,7 +84,7 @@ class LiveState:
         #: Requests that moved on to another target after a failure.
         self.failovers = 0
         self.board = BreakerBoard(config.breaker)
-        self.board.reconcile(config.targetNames, config.breaker)
+        self.board.reconcile(config.targetNames, config.breaker, self.now())
 
     @property
     def uptime(self) -> float:
@@ -121,7 +121,7 @@ class LiveState:
         self.config = config
         self.loadedAt = self.wallNow()
         self.lastReload = Reload(self.loadedAt, None)
-        self.board.reconcile(config.targetNames, config.breaker)
+        self.board.reconcile(config.targetNames, config.breaker, self.now())
         self._log.info(
             "config reloaded from {path}: {modes} mode(s), {targets} failover"
             " target(s)",

@@ -340,7 +340,7 @@ class PersistenceTests(SynchronousTestCase):
 class BoardTests(SynchronousTestCase):
     def test_pickPrefersAvailableInOrder(self) -> None:
         board = BreakerBoard(BreakerPolicy())
-        board.reconcile(["a", "b", "c"], BreakerPolicy())
+        board.reconcile(["a", "b", "c"], BreakerPolicy(), 0.0)
         self.assertEqual(board.pick(["a", "b", "c"], 0.0), 0)
         a = board.get("a")
         assert a is not None
@@ -350,7 +350,7 @@ class BoardTests(SynchronousTestCase):
 
     def test_allOpenPicksTheSoonestEnd(self) -> None:
         board = BreakerBoard(BreakerPolicy())
-        board.reconcile(["a", "b"], BreakerPolicy())
+        board.reconcile(["a", "b"], BreakerPolicy(), 0.0)
         for name, seconds in (("a", 500.0), ("b", 100.0)):
             breaker = board.get(name)
             assert breaker is not None
@@ -362,15 +362,25 @@ class BoardTests(SynchronousTestCase):
 
     def test_reconcileKeepsStateOfKeptTargets(self) -> None:
         board = BreakerBoard(BreakerPolicy())
-        board.reconcile(["a", "b"], BreakerPolicy())
+        board.reconcile(["a", "b"], BreakerPolicy(), 0.0)
         a = board.get("a")
         newPolicy = BreakerPolicy(failures=1)
-        board.reconcile(["a", "c"], newPolicy)
+        board.reconcile(["a", "c"], newPolicy, 0.0)
         self.assertIs(board.get("a"), a)
         assert a is not None
         self.assertIs(a.policy, newPolicy)
         self.assertIsNone(board.get("b"))
         self.assertEqual(board.names(), ["a", "c"])
+
+    def test_shorterScheduleShortensAnOpenCooldown(self) -> None:
+        board = BreakerBoard(BreakerPolicy())
+        board.reconcile(["a"], BreakerPolicy(), 0.0)
+        a = board.get("a")
+        assert a is not None
+        for _ in range(3):
+            a.record(Outcome(Verdict.FAILURE, "x"), 0.0, False)
+        board.reconcile(["a"], BreakerPolicy(cooldowns=(2.0, 4.0)), 1.0)
+        self.assertEqual(a.report(1.0).cooldownRemaining, 4.0)
 
 
 OUTCOMES = st.sampled_from([SUCCEEDED, FAILED, TIMED_OUT, NEUTRAL])

@@ -17,7 +17,7 @@ POLICY = BreakerPolicy(failures=1)
 
 def board(*names: str) -> BreakerBoard:
     result = BreakerBoard(POLICY)
-    result.reconcile(names, POLICY)
+    result.reconcile(names, POLICY, 0.0)
     return result
 
 
