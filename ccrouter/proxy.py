@@ -307,6 +307,15 @@ class _Exchange:
             or breaker.available(now)
         ]
         if available:
+            for attempt in self._remaining:
+                if attempt not in available:
+                    breaker = live.breaker(attempt.target)
+                    assert breaker is not None
+                    minutes = max(0.0, breaker.cooldownEnd - now) / 60
+                    self._failures.append(
+                        f"{attempt.target}: out of rotation for another"
+                        f" {minutes:.1f} min"
+                    )
             self._remaining = available
         self._attemptNext()
 

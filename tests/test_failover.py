@@ -388,6 +388,13 @@ class BreakerRoutingTests(FailoverHarness):
         self.assertEqual((status, body), (529, OVERLOADED))
         self.assertEqual(headers.getRawHeaders(b"x-should-retry"), [b"false"])
         self.assertEqual(len(self.zai.requests), 1)
+        d = self.post()
+        self.answer(self.anthropic.requests[2], 502, b"gateway")
+        self.assertEqual(
+            json.loads(self.result(d)[2])["error"]["message"],
+            "every target failed: glm: out of rotation for another 5.0 min;"
+            " claude: HTTP 502 (server error)",
+        )
 
     def test_noSecondRequestBesideTheProbe(self) -> None:
         """
