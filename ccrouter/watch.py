@@ -197,6 +197,7 @@ class Watcher(Service):
         path = self._live.modeFile
         if path is None:
             self._mode = None
+            self._live.applyModeFile(None)
             return
         if self._mode is None or self._mode.path != path:
             self._mode = SettledFile(path)
