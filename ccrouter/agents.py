@@ -5,16 +5,33 @@ The outbound side: one persistent connection pool shared by every upstream.
 
 from __future__ import annotations
 
+from attrs import frozen
 from twisted.application.service import Service
+from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import (
+    URI,
     Agent,
+    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import IAgent
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
+from zope.interface import implementer
 
 from ccrouter.config import Upstream
+
+#: Between connection attempts to the addresses of one host name.  Twisted's
+#: default (0.3 s) is also how long a refused connection takes to be
+#: reported, which would delay every failover by that much; a local server
+#: listening on 127.0.0.1 but not ::1 would pay it on every new connection.
+ATTEMPT_DELAY = 0.02
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):
@@ -28,6 +45,40 @@ class _QuietClientFactory(_HTTP11ClientFactory):
 
 class _QuietPool(HTTPConnectionPool):
     _factory = _QuietClientFactory
+
+
+@implementer(IAgentEndpointFactory)
+@frozen
+class UpstreamEndpoints:
+    """
+    Where an agent connects: straight to an IP address, or to every address
+    of a host name in quick succession (the first to answer wins); TLS
+    verified by C{policy} on top for C{https}.
+    """
+
+    reactor: object
+    connectTimeout: float
+    policy: IPolicyForHTTPS
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        host = uri.host.decode("ascii")
+        endpoint: IStreamClientEndpoint
+        if isIPAddress(host):
+            endpoint = TCP4ClientEndpoint(
+                self.reactor, host, uri.port, timeout=self.connectTimeout
+            )
+        else:
+            endpoint = HostnameEndpoint(
+                self.reactor,
+                host,
+                uri.port,
+                timeout=self.connectTimeout,
+                attemptDelay=ATTEMPT_DELAY,
+            )
+        if uri.scheme == b"https":
+            creator = self.policy.creatorForNetloc(uri.host, uri.port)
+            return wrapClientTLS(creator, endpoint)
+        return endpoint
 
 
 class PooledAgents(Service):
@@ -55,7 +106,12 @@ class PooledAgents(Service):
         timeout = upstream.timeouts.connect
         agent = self._agents.get(timeout)
         if agent is None:
-            agent = Agent(self._reactor, pool=self._pool, connectTimeout=timeout)
+            endpoints = UpstreamEndpoints(
+                self._reactor, timeout, BrowserLikePolicyForHTTPS()
+            )
+            agent = Agent.usingEndpointFactory(
+                self._reactor, endpoints, pool=self._pool
+            )
             self._agents[timeout] = agent
         return agent
 

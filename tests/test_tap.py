@@ -9,11 +9,13 @@ import os
 from pathlib import Path
 
 from twisted.application.service import IServiceCollection
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 
-from ccrouter.agents import PooledAgents
+from ccrouter.agents import ATTEMPT_DELAY, PooledAgents, UpstreamEndpoints
 from ccrouter.tap import ListeningService, Options, loadConfig, makeService
 from ccrouter.watch import Watcher
 
@@ -125,3 +127,32 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(caught.exception.code, 1)
         with os.fdopen(read) as pipe:
             return pipe.read()
+
+
+class UpstreamEndpointTests(SynchronousTestCase):
+    def endpointFor(self, url: bytes) -> object:
+        endpoints = UpstreamEndpoints(
+            MemoryReactorClock(), 5.0, BrowserLikePolicyForHTTPS()
+        )
+        return endpoints.endpointForURI(URI.fromBytes(url))
+
+    def test_addressConnectsDirectly(self) -> None:
+        """
+        An IP address is connected to directly: a refused connection is
+        reported at once, so failover does not wait out a happy-eyeballs
+        attempt delay.
+        """
+        endpoint = self.endpointFor(b"http://127.0.0.1:8317/v1/messages")
+        assert isinstance(endpoint, TCP4ClientEndpoint)
+        self.assertEqual((endpoint._host, endpoint._port), ("127.0.0.1", 8317))
+        self.assertEqual(endpoint._timeout, 5.0)
+
+    def test_hostNameTriesAddressesQuickly(self) -> None:
+        endpoint = self.endpointFor(b"http://localhost:8317/")
+        assert isinstance(endpoint, HostnameEndpoint)
+        self.assertEqual(endpoint._attemptDelay, ATTEMPT_DELAY)
+        self.assertEqual(endpoint._timeout, 5.0)
+
+    def test_httpsIsWrappedInTLS(self) -> None:
+        endpoint = self.endpointFor(b"https://api.z.ai/api/anthropic")
+        self.assertIsInstance(endpoint._wrappedEndpoint, HostnameEndpoint)  # type: ignore[attr-defined]
