@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.test_health -*-
+# -*- test-case-name: tests.test_failover -*-
 """
 C{GET /health}: what state ccrouter is in and why, as JSON.  It names
-files, modes, targets and reasons; never an upstream URL, a header value or
-a key.
+files, modes, targets and reasons (upstreams by host and port); never an
+upstream URL, a header value or a key.
 """
 
 from __future__ import annotations
