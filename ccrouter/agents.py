@@ -26,12 +26,17 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from ccrouter.config import Upstream
+from ccrouter.guard import isLoopback
 
-#: Between connection attempts to the addresses of one host name.  Twisted's
-#: default (0.3 s) is also how long a refused connection takes to be
-#: reported, which would delay every failover by that much; a local server
-#: listening on 127.0.0.1 but not ::1 would pay it on every new connection.
-ATTEMPT_DELAY = 0.02
+#: Between connection attempts to the addresses of a loopback name.
+#: Twisted's default (0.3 s) is also how long a refused connection takes to
+#: be reported, which would delay every failover by that much, and a local
+#: server listening on 127.0.0.1 but not ::1 would pay it on every new
+#: connection.
+LOOPBACK_ATTEMPT_DELAY = 0.02
+#: For other names: the least RFC 8305 recommends, so a remote host's
+#: addresses are not all dialled at once.
+ATTEMPT_DELAY = 0.1
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):
@@ -73,7 +78,9 @@ class UpstreamEndpoints:
                 host,
                 uri.port,
                 timeout=self.connectTimeout,
-                attemptDelay=ATTEMPT_DELAY,
+                attemptDelay=(
+                    LOOPBACK_ATTEMPT_DELAY if isLoopback(host) else ATTEMPT_DELAY
+                ),
             )
         if uri.scheme == b"https":
             creator = self.policy.creatorForNetloc(uri.host, uri.port)

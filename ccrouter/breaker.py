@@ -54,8 +54,9 @@ class Outcome:
         return self.verdict in (Verdict.FAILURE, Verdict.TIMEOUT)
 
 
-#: A rate limit that resets sooner than this is counted as an ordinary
-#: failure rather than opening the breaker for next to no time.
+#: The shortest time a rate limit takes a target out of rotation, however
+#: soon it says it resets (C{retry-after: 0}, or a reset time a skewed clock
+#: already sees in the past).
 MIN_RATE_LIMIT_WAIT = 1.0
 
 SUCCEEDED = Outcome(Verdict.SUCCESS, "ok")
@@ -90,6 +91,21 @@ class CooldownSource(enum.Enum):
     SCHEDULE = "schedule"
     #: The upstream said when its rate limit resets.
     RATE_LIMIT = "rate-limit-reset"
+
+
+@frozen
+class Ticket:
+    """
+    Given to an attempt when it starts, and handed back with its outcome.
+
+    @ivar probe: Whether it is the one request probing a half-open breaker.
+    @ivar opening: How many times the breaker had opened when it started: an
+        attempt that began before the latest opening says nothing about the
+        state that opening started.
+    """
+
+    probe: bool
+    opening: int
 
 
 @frozen
@@ -185,30 +201,41 @@ class Breaker:
         """
         return float("-inf") if self._openUntil is None else self._openUntil
 
-    def begin(self, now: float) -> bool:
+    def begin(self, now: float) -> Ticket:
         """
         A request is being sent here.
 
-        @return: Whether it is the half-open probe, which must be passed
-            back to L{record}.
+        @return: What to pass back to L{record} with its outcome.
         """
         self._requests += 1
-        if self.state(now) is State.HALF_OPEN and not self._probing:
+        probe = self.state(now) is State.HALF_OPEN and not self._probing
+        if probe:
             self._probing = True
-            return True
-        return False
+        return Ticket(probe, self._opens)
 
-    def record(self, outcome: Outcome, now: float, probe: bool) -> Transition | None:
+    def record(
+        self, outcome: Outcome, now: float, ticket: Ticket | None = None
+    ) -> Transition | None:
         """
         Take one attempt's outcome into account.
 
-        @param probe: What L{begin} returned for that attempt.
+        @param ticket: What L{begin} returned for that attempt; L{None} for
+            one that began just now.
         @return: The transition it caused, if any.
         """
-        if probe:
+        if ticket is None:
+            ticket = Ticket(False, self._opens)
+        if ticket.probe:
             self._probing = False
         verdict = outcome.verdict
         if verdict is Verdict.NEUTRAL:
+            return None
+        if ticket.opening != self._opens and not ticket.probe:
+            # Sent before the breaker last opened: it only adds to the
+            # counters, the opening already took such failures into account.
+            if verdict is not Verdict.SUCCESS:
+                self._failures += 1
+                self._lastFailure = FailureRecord(outcome.reason, now)
             return None
         if verdict is Verdict.SUCCESS:
             self._consecutiveFailures = 0
@@ -227,8 +254,11 @@ class Breaker:
         else:
             self._consecutiveTimeouts = 0
         state = self.state(now)
-        if outcome.resetAfter is not None and outcome.resetAfter >= MIN_RATE_LIMIT_WAIT:
-            wait = min(outcome.resetAfter, self.policy.longestCooldown)
+        if outcome.resetAfter is not None:
+            wait = max(
+                MIN_RATE_LIMIT_WAIT,
+                min(outcome.resetAfter, self.policy.longestCooldown),
+            )
             if state is State.OPEN:
                 assert self._openUntil is not None
                 if now + wait > self._openUntil:
@@ -240,7 +270,7 @@ class Breaker:
         if state is State.OPEN:
             # Tried although open (every target was): already out of rotation.
             return None
-        if state is State.HALF_OPEN and self._probing:
+        if state is State.HALF_OPEN and self._probing and not ticket.probe:
             # Tried beside the probe because nothing else was left: the
             # probe's own outcome decides.
             return None
@@ -336,8 +366,10 @@ class Breaker:
             openFor = _optionalNumber(saved["open_for"])
             source = saved["source"]
             step = _count(saved["step"])
-            lastCooldown = _number(saved["last_cooldown"])
+            lastCooldown = max(0.0, _number(saved["last_cooldown"]))
             closedAgo = _optionalNumber(saved["closed_ago"])
+            if closedAgo is not None:
+                closedAgo = max(0.0, closedAgo)
             opens = _count(saved["opens"])
             failure = saved["last_failure"]
             lastFailure = (

@@ -592,6 +592,8 @@ class _ConfigReader:
                 return None
             return os.path.join(self.directory, DEFAULT_MODE_FILE)
         path = os.path.expanduser(self._nonEmptyString(located))
+        if "\0" in path:
+            raise located.error("a path cannot contain NUL")
         if os.path.isabs(path):
             return path
         if self.directory is None:

@@ -22,6 +22,7 @@ from ccrouter.breaker import (
     BreakerBoard,
     CooldownSource,
     Outcome,
+    Ticket,
     Transition,
 )
 from ccrouter.config import Config, Mode
@@ -202,27 +203,29 @@ class LiveState:
     def breaker(self, target: str | None) -> Breaker | None:
         return self.board.get(target)
 
-    def begin(self, target: str | None) -> bool:
+    def begin(self, target: str | None) -> Ticket | None:
         """
-        An attempt on C{target} starts.  Returns whether it is the probe of
-        a half-open breaker (to be given back to L{record}).
+        An attempt on C{target} starts.  Returns what to give back to
+        L{record} with its outcome (L{None} for a target without a breaker).
         """
         breaker = self.board.get(target)
         if breaker is None:
-            return False
-        probe = breaker.begin(self.now())
-        if probe:
+            return None
+        ticket = breaker.begin(self.now())
+        if ticket.probe:
             self._log.info(
                 "cooldown of {target} is over: probing it with one request",
                 target=target,
             )
-        return probe
+        return ticket
 
-    def record(self, target: str | None, outcome: Outcome, probe: bool) -> None:
+    def record(
+        self, target: str | None, outcome: Outcome, ticket: Ticket | None
+    ) -> None:
         breaker = self.board.get(target)
         if breaker is None:
             return
-        transition = breaker.record(outcome, self.now(), probe)
+        transition = breaker.record(outcome, self.now(), ticket)
         if transition is None:
             return
         self._logTransition(target, transition)

@@ -34,7 +34,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ccrouter.breaker import CLIENT_LEFT, Outcome, Verdict
+from ccrouter.breaker import (
+    CLIENT_LEFT,
+    Breaker,
+    Outcome,
+    State,
+    Ticket,
+    Verdict,
+)
 from ccrouter.config import Upstream
 from ccrouter.errors import ProxyError, errorForStatus, isAnthropicError
 from ccrouter.failures import (
@@ -277,7 +284,7 @@ class _Exchange:
         self._sendBody = sendBody
         self._remaining = list(plan.attempts)
         self._attempt = plan.attempts[0]
-        self._probe = False
+        self._ticket: Ticket | None = None
         self._recorded = True
         self._failures: list[str] = []
         self._clientGone = False
@@ -311,10 +318,8 @@ class _Exchange:
                 if attempt not in available:
                     breaker = live.breaker(attempt.target)
                     assert breaker is not None
-                    minutes = max(0.0, breaker.cooldownEnd - now) / 60
                     self._failures.append(
-                        f"{attempt.target}: out of rotation for another"
-                        f" {minutes:.1f} min"
+                        f"{attempt.target}: {_whyUnavailable(breaker, now)}"
                     )
             self._remaining = available
         self._attemptNext()
@@ -325,7 +330,7 @@ class _Exchange:
             [attempt.target for attempt in self._remaining], live.now()
         )
         self._attempt = self._remaining.pop(index)
-        self._probe = live.begin(self._attempt.target)
+        self._ticket = live.begin(self._attempt.target)
         self._recorded = False
         self._timedOut = False
         request = self._request
@@ -355,7 +360,7 @@ class _Exchange:
         if self._recorded:
             return
         self._recorded = True
-        self._live.record(self._attempt.target, outcome, self._probe)
+        self._live.record(self._attempt.target, outcome, self._ticket)
         if outcome.isFailure:
             where = self._attempt.target or self._upstream.name
             self._failures.append(f"{where}: {outcome.reason}")
@@ -551,6 +556,13 @@ class _Exchange:
         self._record(Outcome(Verdict.NEUTRAL, "internal error"))
         if not self._clientGone:
             self._request.channel.forceAbortClient()
+
+
+def _whyUnavailable(breaker: Breaker, now: float) -> str:
+    if breaker.state(now) is State.HALF_OPEN:
+        return "being probed by another request"
+    minutes = max(0.0, breaker.cooldownEnd - now) / 60
+    return f"out of rotation for another {minutes:.1f} min"
 
 
 def _firstHeader(headers: Headers, name: str) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from ccrouter.body import parseRequestBody
 
@@ -128,6 +128,8 @@ def planRequest(
         )
         return Plan(parsed.model, parsed.streaming, attempts, mode.name, True)
     attempt = _attempt(config, mode.routes, parsed, body, mode.name)
+    if not _owned(attempt, mode.routes):
+        attempt = evolve(attempt, target=None)
     return Plan(parsed.model, parsed.streaming, (attempt,), mode.name)
 
 
@@ -137,12 +139,12 @@ def _distinct(candidates: list[tuple[Attempt, Target]]) -> tuple[Attempt, ...]:
     model sends it to the default upstream unchanged, just as a target
     with no routes at all does: the same request, which is sent once and
     counted against the target that really serves it (the one whose route
-    matched, or the one without routes), not against a provider that was
-    never asked.
+    matched, or the one without routes), never against a provider that was
+    not asked.
     """
     kept: list[tuple[Attempt, bool]] = []
     for attempt, target in candidates:
-        owned = attempt.route is not None or not target.routes
+        owned = _owned(attempt, target.routes)
         twin = next(
             (
                 index
@@ -155,7 +157,19 @@ def _distinct(candidates: list[tuple[Attempt, Target]]) -> tuple[Attempt, ...]:
             kept.append((attempt, owned))
         elif owned and not kept[twin][1]:
             kept[twin] = (attempt, owned)
-    return tuple(attempt for attempt, _ in kept)
+    # A request no target serves (every one would merely pass it on to the
+    # default upstream) counts against none of them.
+    return tuple(
+        attempt if owned else evolve(attempt, target=None) for attempt, owned in kept
+    )
+
+
+def _owned(attempt: Attempt, routes: tuple[Route, ...]) -> bool:
+    """
+    Whether the target or mode with C{routes} really serves C{attempt}: one
+    of its routes matched, or it has none and passes everything on.
+    """
+    return attempt.route is not None or not routes
 
 
 def _modeNamed(config: Config, name: str | None) -> Mode:

@@ -46,7 +46,12 @@ def decodeInto(
         raise ValueError("not a ccrouter breaker state file (or a newer version)")
     savedAt = document.get("saved_at")
     targets = document.get("targets")
-    if not isinstance(savedAt, (int, float)) or not isinstance(targets, dict):
+    if (
+        isinstance(savedAt, bool)
+        or not isinstance(savedAt, (int, float))
+        or not 0 <= savedAt < 1e11
+        or not isinstance(targets, dict)
+    ):
         raise ValueError("not a ccrouter breaker state file")
     # A clock set back since the save must not stretch a cooldown.
     elapsed = max(0.0, wallNow - float(savedAt))

@@ -7,8 +7,10 @@ and C{SIGHUP} forces a reload at once.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import stat
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -34,6 +36,9 @@ class Signature:
     inode: int
     size: int
     modified: int
+    #: Changes with permissions too: a file that could not be read is read
+    #: again once it can be.
+    changed: int
 
 
 def signature(path: str) -> Signature | None:
@@ -44,9 +49,15 @@ def signature(path: str) -> Signature | None:
     """
     try:
         status = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):
         return None
-    return Signature(status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    return Signature(
+        status.st_dev,
+        status.st_ino,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+    )
 
 
 _UNSEEN = object()
@@ -89,10 +100,14 @@ def readModeBytes(path: str) -> bytes | None:
     @raise OSError: If it exists but cannot be read.
     """
     try:
-        with open(path, "rb") as modeFile:
-            return modeFile.read(MAX_MODE_FILE_BYTES + 1)
+        # Non-blocking, so that a FIFO put there cannot stall the reactor.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    with os.fdopen(descriptor, "rb") as modeFile:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return modeFile.read(MAX_MODE_FILE_BYTES + 1)
 
 
 class Watcher(Service):

@@ -18,6 +18,7 @@ from ccrouter.breaker import (
     CooldownSource,
     Outcome,
     State,
+    Ticket,
     Verdict,
 )
 
@@ -149,9 +150,9 @@ class ScheduleTests(SynchronousTestCase):
         breaker = driver.breaker
         self.assertTrue(breaker.available(driver.now))
         probe = breaker.begin(driver.now)
-        self.assertTrue(probe)
+        self.assertTrue(probe.probe)
         self.assertFalse(breaker.available(driver.now))
-        self.assertFalse(breaker.begin(driver.now))
+        self.assertFalse(breaker.begin(driver.now).probe)
         breaker.record(SUCCEEDED, driver.now, probe)
         self.assertEqual(driver.state(), State.CLOSED)
 
@@ -217,7 +218,7 @@ class ScheduleTests(SynchronousTestCase):
         breaker = driver.breaker
         probe = breaker.begin(driver.now)
         other = breaker.begin(driver.now)
-        self.assertFalse(other)
+        self.assertFalse(other.probe)
         self.assertIsNone(breaker.record(FAILED, driver.now, other))
         self.assertEqual(driver.state(), State.HALF_OPEN)
         breaker.record(SUCCEEDED, driver.now, probe)
@@ -268,19 +269,43 @@ class RateLimitTests(SynchronousTestCase):
         driver.request(Outcome(Verdict.FAILURE, "HTTP 429", resetAfter=86400.0))
         self.assertEqual(driver.openFor(), 240 * MINUTE)
 
-    def test_immediateResetIsAnOrdinaryFailure(self) -> None:
+    def test_immediateResetStillOpensBriefly(self) -> None:
+        """
+        C{retry-after: 0} (or a reset a skewed clock sees as past) takes the
+        target out for a second, and never moves along the schedule, not
+        even from a probe.
+        """
         driver = Driver()
         driver.request(Outcome(Verdict.FAILURE, "HTTP 429", resetAfter=0.0))
-        self.assertEqual(driver.state(), State.CLOSED)
-        self.assertEqual(driver.breaker.report(driver.now).consecutiveFailures, 1)
+        self.assertEqual(driver.openFor(), 1.0)
+        driver.now += 1.0
+        self.assertTrue(driver.request(Outcome(Verdict.FAILURE, "429", resetAfter=0.5)))
+        report = driver.breaker.report(driver.now)
+        self.assertEqual((report.cooldownRemaining, report.nextCooldown), (1.0, 1800.0))
+
+    def test_attemptFromBeforeTheOpeningIsNotAProbe(self) -> None:
+        """
+        A request that started while the breaker was closed and fails after
+        a rate limit opened (and ended) says nothing about the new state: it
+        does not escalate to the schedule.
+        """
+        driver = Driver()
+        breaker = driver.breaker
+        early = breaker.begin(driver.now)
+        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=2.0), driver.now)
+        driver.now += 3.0
+        self.assertEqual(driver.state(), State.HALF_OPEN)
+        self.assertIsNone(breaker.record(FAILED, driver.now, early))
+        self.assertEqual(driver.state(), State.HALF_OPEN)
+        self.assertEqual(breaker.report(driver.now).failures, 2)
 
     def test_laterResetExtendsAnOpenBreaker(self) -> None:
         driver = Driver()
         breaker = driver.breaker
-        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=60.0), 1000.0, False)
-        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=10.0), 1000.0, False)
+        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=60.0), 1000.0, None)
+        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=10.0), 1000.0, None)
         self.assertEqual(driver.openFor(), 60.0)
-        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=600.0), 1000.0, False)
+        breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=600.0), 1000.0, None)
         self.assertEqual(driver.openFor(), 600.0)
         self.assertEqual(breaker.report(driver.now).opens, 1)
 
@@ -344,7 +369,7 @@ class BoardTests(SynchronousTestCase):
         self.assertEqual(board.pick(["a", "b", "c"], 0.0), 0)
         a = board.get("a")
         assert a is not None
-        a.record(Outcome(Verdict.FAILURE, "429", resetAfter=50.0), 0.0, False)
+        a.record(Outcome(Verdict.FAILURE, "429", resetAfter=50.0), 0.0, None)
         self.assertEqual(board.pick(["a", "b", "c"], 0.0), 1)
         self.assertEqual(board.pick(["a", None], 0.0), 1)
 
@@ -354,9 +379,7 @@ class BoardTests(SynchronousTestCase):
         for name, seconds in (("a", 500.0), ("b", 100.0)):
             breaker = board.get(name)
             assert breaker is not None
-            breaker.record(
-                Outcome(Verdict.FAILURE, "429", resetAfter=seconds), 0, False
-            )
+            breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=seconds), 0.0)
         self.assertEqual(board.pick(["a", "b"], 0.0), 1)
         self.assertEqual(board.pick(["a"], 0.0), 0)
 
@@ -378,7 +401,7 @@ class BoardTests(SynchronousTestCase):
         a = board.get("a")
         assert a is not None
         for _ in range(3):
-            a.record(Outcome(Verdict.FAILURE, "x"), 0.0, False)
+            a.record(Outcome(Verdict.FAILURE, "x"), 0.0, None)
         board.reconcile(["a"], BreakerPolicy(cooldowns=(2.0, 4.0)), 1.0)
         self.assertEqual(a.report(1.0).cooldownRemaining, 4.0)
 
@@ -402,12 +425,12 @@ class PropertyTests(SynchronousTestCase):
         Over any sequence of requests, outcomes and waits: at most one probe
         is out while half-open, every cooldown is a step of the schedule,
         an open breaker lets nothing through by choice, and a success always
-        leaves it closed.
+        leaves it closed (unless it was sent before the latest opening).
         """
         policy = BreakerPolicy(cooldowns=(10.0, 20.0, 40.0))
         breaker = Breaker(policy)
         now = 0.0
-        inFlight: list[bool] = []
+        inFlight: list[Ticket] = []
         for action, value in steps:
             if action == "advance":
                 assert isinstance(value, float)
@@ -417,11 +440,13 @@ class PropertyTests(SynchronousTestCase):
                     inFlight.append(breaker.begin(now))
             elif inFlight:
                 assert isinstance(value, Outcome)
-                transition = breaker.record(value, now, inFlight.pop(0))
+                ticket = inFlight.pop(0)
+                current = ticket.opening == breaker.report(now).opens
+                transition = breaker.record(value, now, ticket)
                 if transition is not None and transition.opened:
                     self.assertIn(transition.cooldown, policy.cooldowns)
-                if value.verdict is Verdict.SUCCESS:
+                if value.verdict is Verdict.SUCCESS and current:
                     self.assertEqual(breaker.state(now), State.CLOSED)
-            self.assertLessEqual(inFlight.count(True), 1)
+            self.assertLessEqual(sum(ticket.probe for ticket in inFlight), 1)
             if breaker.state(now) is State.OPEN:
                 self.assertFalse(breaker.available(now))

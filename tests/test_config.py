@@ -561,6 +561,12 @@ class ModeConfigErrorTests(ConfigErrorCase):
             " (seconds, or a number with ms, s, m or h)",
         )
 
+    def test_nulInModeFile(self) -> None:
+        self.assertConfigError(
+            'mode_file: "/tmp/a\\0b"\n',
+            "config.yaml:1: mode_file: a path cannot contain NUL",
+        )
+
     def test_relativeModeFileNeedsAFile(self) -> None:
         self.assertConfigError(
             "mode_file: mode\n",

@@ -366,7 +366,7 @@ class BreakerRoutingTests(FailoverHarness):
         for target, seconds in (("glm", 600.0), ("claude", 60.0)):
             breaker = self.live.breaker(target)
             assert breaker is not None
-            breaker.record(Outcome(Verdict.FAILURE, "429", seconds), 0.0, False)
+            breaker.record(Outcome(Verdict.FAILURE, "429", seconds), 0.0, None)
         d = self.post()
         self.assertEqual((len(self.zai.requests), len(self.anthropic.requests)), (0, 1))
         self.answer(self.anthropic.requests[0], 200)

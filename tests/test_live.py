@@ -140,8 +140,8 @@ class BreakerTests(LiveCase):
     def test_unknownTargetsIgnored(self) -> None:
         live = self.live
         self.assertFalse(live.begin(None))
-        live.record(None, FAILED, False)
-        live.record("gone", FAILED, False)
+        live.record(None, FAILED, None)
+        live.record("gone", FAILED, None)
         self.assertEqual(self.saved, [])
 
     def test_saveFailureIsLogged(self) -> None:
@@ -149,7 +149,7 @@ class BreakerTests(LiveCase):
             raise PermissionError(13, "Permission denied")
 
         self.live._saveBreakers = failingSave
-        self.live.record("claude", FAILED, False)
+        self.live.record("claude", FAILED, None)
         self.assertTrue(
             any(
                 "cannot save breaker state" in x and "Permission denied" in x

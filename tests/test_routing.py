@@ -225,4 +225,19 @@ modes:
         plan = planRequest(config, b"POST", b"/v1/messages", body("x-1"), "auto")
         self.assertEqual([a.target for a in plan.attempts], ["c"])
         plan = planRequest(config, b"POST", b"/v1/messages", body("y-1"), "auto")
-        self.assertEqual([a.target for a in plan.attempts], ["a"])
+        self.assertEqual([a.target for a in plan.attempts], [None])
+        self.assertIs(plan.attempts[0].upstream, config.default)
+
+    def test_unmatchedModelCountsAgainstNoTarget(self) -> None:
+        """
+        In a mode whose routes do not match the model, the request is passed
+        on to the default upstream and its outcome is no evidence about the
+        mode's provider.
+        """
+        plan = planRequest(
+            RRROUTER, b"POST", b"/v1/messages", body("gpt-4o"), "antigravity"
+        )
+        [attempt] = plan.attempts
+        self.assertIsNone(attempt.target)
+        plan = planRequest(RRROUTER, b"POST", b"/v1/messages", body("gpt-4o"), "claude")
+        self.assertEqual(plan.attempts[0].target, "claude")

@@ -37,7 +37,7 @@ class StateFileTests(SynchronousTestCase):
         before = board("zai", "claude")
         zai = before.get("zai")
         assert zai is not None
-        zai.record(Outcome(Verdict.FAILURE, "HTTP 529"), 50.0, False)
+        zai.record(Outcome(Verdict.FAILURE, "HTTP 529"), 50.0, None)
         saveBoard(self.path, before, lambda: 50.0, lambda: 1000.0)
         after = board("zai", "claude", "new")
         self.assertEqual(
@@ -68,11 +68,13 @@ class StateFileTests(SynchronousTestCase):
         target = board("a", "b")
         a = target.get("a")
         assert a is not None
-        a.record(Outcome(Verdict.FAILURE, "x"), 0.0, False)
+        a.record(Outcome(Verdict.FAILURE, "x"), 0.0, None)
         for content in [
             b"\x00\xff",
             b"[]",
             b'{"version": 99}',
+            b'{"version": 1, "saved_at": -Infinity, "targets": {}}',
+            b'{"version": 1, "saved_at": 1e300, "targets": {}}',
             json.dumps(document).encode(),
         ]:
             Path(self.path).write_bytes(content)
@@ -84,7 +86,7 @@ class StateFileTests(SynchronousTestCase):
         before = board("a")
         a = before.get("a")
         assert a is not None
-        a.record(Outcome(Verdict.FAILURE, "x"), 0.0, False)
+        a.record(Outcome(Verdict.FAILURE, "x"), 0.0, None)
         saveBoard(self.path, before, lambda: 0.0, lambda: 5000.0)
         after = board("a")
         loadBoard(self.path, after, 0.0, 1000.0)

@@ -15,7 +15,12 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 
-from ccrouter.agents import ATTEMPT_DELAY, PooledAgents, UpstreamEndpoints
+from ccrouter.agents import (
+    ATTEMPT_DELAY,
+    LOOPBACK_ATTEMPT_DELAY,
+    PooledAgents,
+    UpstreamEndpoints,
+)
 from ccrouter.tap import ListeningService, Options, loadConfig, makeService
 from ccrouter.watch import Watcher
 
@@ -147,11 +152,18 @@ class UpstreamEndpointTests(SynchronousTestCase):
         self.assertEqual((endpoint._host, endpoint._port), ("127.0.0.1", 8317))
         self.assertEqual(endpoint._timeout, 5.0)
 
-    def test_hostNameTriesAddressesQuickly(self) -> None:
+    def test_hostNamesTryEachAddressInTurn(self) -> None:
+        """
+        A loopback name's addresses are tried in quick succession; a remote
+        name's at the pace RFC 8305 allows.
+        """
         endpoint = self.endpointFor(b"http://localhost:8317/")
         assert isinstance(endpoint, HostnameEndpoint)
-        self.assertEqual(endpoint._attemptDelay, ATTEMPT_DELAY)
+        self.assertEqual(endpoint._attemptDelay, LOOPBACK_ATTEMPT_DELAY)
         self.assertEqual(endpoint._timeout, 5.0)
+        endpoint = self.endpointFor(b"http://api.deepseek.com/")
+        assert isinstance(endpoint, HostnameEndpoint)
+        self.assertEqual(endpoint._attemptDelay, ATTEMPT_DELAY)
 
     def test_httpsIsWrappedInTLS(self) -> None:
         endpoint = self.endpointFor(b"https://api.z.ai/api/anthropic")

@@ -127,6 +127,28 @@ class ModeFileTests(WatcherCase):
         self.assertEqual(self.live.modeName, "auto")
         self.assertEqual(self.live.modeProblem, "cannot be read: Is a directory")
 
+    def test_fifoIsNotRead(self) -> None:
+        """
+        A FIFO in place of the mode file would block a reader: it is refused
+        without being waited on.
+        """
+        os.mkfifo(self.modePath)
+        self.poll(2)
+        self.assertEqual(self.live.modeProblem, "cannot be read: not a regular file")
+
+    def test_permissionChangeIsNoticed(self) -> None:
+        """
+        A change of permissions alone (the file stays the same) is picked up,
+        so a mode file that could not be read is read once it can be.
+        """
+        self.modePath.write_text("auto")
+        self.poll(2)
+        watched = SettledFile(str(self.modePath))
+        watched.markApplied()
+        self.modePath.chmod(0o600)
+        self.assertFalse(watched.changed())
+        self.assertTrue(watched.changed())
+
     def test_modeFileReadAtStart(self) -> None:
         self.modePath.write_text("auto")
         live = LiveState(self.live.config, self.clock.seconds, self.clock.seconds, None)
