@@ -27,6 +27,10 @@ DEFAULT_UPSTREAM_URL = "https://api.anthropic.com"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Environment variables that override the config, as rrouter's
+#: C{RROUTER_PORT} and C{RROUTER_UPSTREAM} do.
+PORT_VARIABLE = "CCROUTER_PORT"
+UPSTREAM_VARIABLE = "CCROUTER_UPSTREAM"
 #: The one mode of a config without C{modes:}.
 IMPLICIT_MODE = "default"
 DEFAULT_MODE_FILE = "mode"
@@ -176,12 +180,16 @@ class Mode:
 class ServerSettings:
     """
     @ivar listen: Twisted server endpoint strings to listen on.
+    @ivar host: The address clients use (C{server.host}).
+    @ivar port: The port clients use (C{server.port}, or C{CCROUTER_PORT}).
     @ivar maxBodyBytes: Request bodies above this are refused with 413.
     @ivar allowedHosts: C{Host} names accepted besides loopback ones.
     @ivar allowedOrigins: Browser C{Origin}s accepted (none by default).
     """
 
     listen: tuple[str, ...]
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     maxBodyBytes: int = DEFAULT_MAX_BODY_BYTES
     allowedHosts: frozenset[str] = frozenset()
     allowedOrigins: frozenset[str] = frozenset()
@@ -406,7 +414,12 @@ class _ConfigReader:
             if "port" in fields
             else DEFAULT_PORT
         )
-        if "listen" in fields:
+        portOverride = self._portOverride()
+        listen: tuple[str, ...]
+        if portOverride is not None:
+            port = portOverride
+            listen = (defaultListen(host, port),)
+        elif "listen" in fields:
             listen = tuple(
                 self._nonEmptyString(item) for item in self._list(fields["listen"])
             )
@@ -437,13 +450,39 @@ class _ConfigReader:
         )
         return ServerSettings(
             listen=listen,
+            host=host,
+            port=port,
             maxBodyBytes=maxBody,
             allowedHosts=allowedHosts,
             allowedOrigins=allowedOrigins,
         )
 
+    def _portOverride(self) -> int | None:
+        text = self.environ.get(PORT_VARIABLE)
+        if text is None:
+            return None
+        if not text.strip().isdigit() or not 0 < int(text) <= 65535:
+            raise ConfigError(
+                "environment", None, PORT_VARIABLE, "must be a port number (1-65535)"
+            )
+        return int(text)
+
     def _default(self, located: _Located | None, timeouts: Timeouts) -> Upstream:
         fields = self._mapping(located, ("url", "auth", "timeouts"))
+        override = self.environ.get(UPSTREAM_VARIABLE)
+        if override is not None:
+            auth = self._auth(fields["auth"]) if "auth" in fields else None
+            if "timeouts" in fields:
+                timeouts = self._timeouts(fields["timeouts"], timeouts)
+            return self._upstreamFromParts(
+                "default",
+                override,
+                None,
+                auth,
+                timeouts,
+                auth is None,
+                urlKey=UPSTREAM_VARIABLE,
+            )
         return self._upstream(
             located,
             fields,
@@ -685,8 +724,11 @@ class _ConfigReader:
         auth: Auth | None,
         timeouts: Timeouts,
         forwardsClientCredentials: bool,
+        urlKey: str | None = None,
     ) -> Upstream:
         def problem(text: str) -> ConfigError:
+            if urlKey is not None:
+                return ConfigError("environment", None, urlKey, text)
             if urlField is None:
                 return ConfigError(self.source, None, "default.url", text)
             return urlField.error(text)

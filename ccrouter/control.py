@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+What the C{ccrouter} command needs to know about the proxy it controls:
+its config (read the way the daemon reads it), the address it answers on,
+and its C{/health} document.  Plain blocking I/O: the command is not a
+Twisted program.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+from typing import Any
+
+from attrs import frozen
+
+from ccrouter.cli import Context
+from ccrouter.config import Config, ConfigError
+
+#: C{tcp:PORT:interface=HOST} and C{tcp6:...}, the endpoints a client can
+#: reach by address.
+_TCP_ENDPOINT = re.compile(r"tcp6?:(?:port=)?(\d+)(?::(.*))?\Z")
+
+
+def loadConfig(context: Context) -> Config:
+    """
+    The config the daemon would load: the file if there is one, otherwise
+    the built-in default, with the same environment overrides.
+
+    @raise ConfigError: If it is not valid.
+    """
+    from ccrouter import tap
+
+    path = context.paths.configFile
+    try:
+        open(path, "rb").close()
+    except FileNotFoundError:
+        return tap.loadConfig(None, context.environ)
+    except OSError as e:
+        raise ConfigError(path, None, "", f"cannot read: {e.strerror}") from None
+    return tap.loadConfig(path, context.environ)
+
+
+def configPathForDaemon(context: Context) -> str | None:
+    """
+    The C{--config} to start the daemon with: the config file if it exists,
+    or L{None} for the built-in default.
+    """
+    path = context.paths.configFile
+    try:
+        open(path, "rb").close()
+    except OSError:
+        return None
+    return path
+
+
+@frozen
+class Address:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def proxyAddress(config: Config, environ: dict[str, str] | None = None) -> Address:
+    """
+    Where clients reach the proxy: the first TCP endpoint it listens on,
+    or C{server.host}/C{server.port} (also for socket activation, whose
+    socket unit listens there).
+    """
+    for description in config.server.listen:
+        match = _TCP_ENDPOINT.match(description)
+        if match is None:
+            continue
+        host = config.server.host
+        for option in (match.group(2) or "").split(":"):
+            name, _, value = option.partition("=")
+            if name == "interface" and value:
+                host = value.replace("\\", "")
+        if host in ("0.0.0.0", ""):  # noqa: S104 - a listening wildcard, reached locally
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return Address(host, int(match.group(1)))
+    return Address(config.server.host, config.server.port)
+
+
+class ProxyUnreachableError(Exception):
+    """
+    Nothing answered at the proxy's address, or not like ccrouter.
+    """
+
+
+def fetchHealth(address: Address, timeout: float = 3.0) -> dict[str, Any]:
+    """
+    The proxy's C{/health} document.
+
+    @raise ProxyUnreachableError: If it cannot be had.
+    """
+    connection = http.client.HTTPConnection(address.host, address.port, timeout=timeout)
+    try:
+        connection.request("GET", "/health", headers={"Host": address.host})
+        response = connection.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise ProxyUnreachableError(f"nothing answers at {address.url} ({e})") from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise ProxyUnreachableError(
+            f"{address.url}/health answered {response.status}; is that ccrouter?"
+        )
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise ProxyUnreachableError(f"{address.url}/health is not ccrouter's") from None
+    if not isinstance(document, dict) or "mode" not in document:
+        raise ProxyUnreachableError(f"{address.url}/health is not ccrouter's")
+    return document
