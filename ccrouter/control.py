@@ -77,7 +77,7 @@ def proxyAddress(config: Config, environ: dict[str, str] | None = None) -> Addre
         if match is None:
             continue
         host = config.server.host
-        for option in (match.group(2) or "").split(":"):
+        for option in re.split(r"(?<!\\):", match.group(2) or ""):
             name, _, value = option.partition("=")
             if name == "interface" and value:
                 host = value.replace("\\", "")

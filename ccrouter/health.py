@@ -8,6 +8,7 @@ upstream URL, a header value or a key.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -95,6 +96,8 @@ def healthReport(live: LiveState) -> dict[str, Any]:
     return {
         "status": "degraded" if degraded else "ok",
         "version": __version__,
+        "pid": os.getpid(),
+        "listen": list(live.listening or config.server.listen),
         "started_at": _timestamp(live.startedAt),
         "uptime_seconds": round(live.uptime, 3),
         "config": {

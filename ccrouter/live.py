@@ -84,6 +84,8 @@ class LiveState:
         self._saveBreakers = saveBreakers
         #: Requests that moved on to another target after a failure.
         self.failovers = 0
+        #: The endpoints listened on, when they differ from the config's.
+        self.listening: tuple[str, ...] = ()
         self.board = BreakerBoard(config.breaker)
         self.board.reconcile(config.targetNames, config.breaker, self.now())
 

@@ -213,6 +213,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
         configPath=None if configPath is None else os.path.abspath(configPath),
         saveBreakers=saveBreakers,
     )
+    live.listening = tuple(listen)
     _restoreBreakers(live)
 
     top = MultiService()

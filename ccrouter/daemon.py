@@ -1,0 +1,413 @@
+# -*- test-case-name: tests.test_daemon -*-
+"""
+Running the proxy: in the foreground (C{ccrouter serve}, which is
+C{twistd -n ccrouter}), or in the background with a pid file and a log in
+the state directory (C{start}, C{stop}, C{restart}, C{status}, C{logs}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ccrouter.cli import FAILURE, OK, Context
+from ccrouter.config import ConfigError
+from ccrouter.control import (
+    Address,
+    ProxyUnreachableError,
+    configPathForDaemon,
+    fetchHealth,
+    loadConfig,
+    proxyAddress,
+)
+from ccrouter.logs import LOG_FILE_VARIABLE, formatLine, readableLines
+
+#: How often the command looks again while it waits for the daemon.
+_POLL = 0.1
+#: The options that belong to the ccrouter plugin rather than to twistd.
+_PLUGIN_OPTIONS = {"--config": True, "-c": True, "--listen": True, "--version": False}
+
+
+def twistdCommand() -> list[str]:
+    """
+    twistd from the Python that runs this command.
+    """
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def _splitOptions(options: Sequence[str]) -> tuple[list[str], list[str]]:
+    """
+    Separate twistd's options from the plugin's (C{--config}, C{--listen}),
+    keeping each option with its value.
+    """
+    twistd: list[str] = []
+    plugin: list[str] = []
+    pending = list(options)
+    while pending:
+        option = pending.pop(0)
+        name = option.split("=", 1)[0]
+        if name in _PLUGIN_OPTIONS:
+            plugin.append(option)
+            if _PLUGIN_OPTIONS[name] and "=" not in option and pending:
+                plugin.append(pending.pop(0))
+        else:
+            twistd.append(option)
+    return twistd, plugin
+
+
+def serve(context: Context, arguments: argparse.Namespace) -> int:
+    """
+    C{twistd -n --pidfile= ccrouter}, with the default config file when
+    there is one.
+    """
+    from twisted.scripts.twistd import run
+
+    options = [option for option in arguments.options if option != "--"]
+    twistdOptions, pluginOptions = _splitOptions(options)
+    names = {option.split("=", 1)[0] for option in pluginOptions}
+    if not names & {"--config", "-c"}:
+        path = configPathForDaemon(context)
+        if path is not None:
+            pluginOptions = ["--config", path, *pluginOptions]
+    sys.argv = [
+        "ccrouter serve",
+        "-n",
+        "--pidfile=",
+        *twistdOptions,
+        "ccrouter",
+        *pluginOptions,
+    ]
+    run()
+    return OK
+
+
+def _processExists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # Someone else's process: the pid was reused.
+        return False
+    return True
+
+
+def _isOurs(pid: int) -> bool:
+    """
+    Whether C{pid} is a ccrouter daemon (where C{/proc} can tell).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"ccrouter" in cmdline.read()
+    except FileNotFoundError:
+        return _processExists(pid)
+    except OSError:
+        return True
+
+
+def runningPid(context: Context) -> int | None:
+    """
+    The daemon's pid from the pid file, if that process is alive and is
+    ccrouter.  A stale pid file is removed, and said so.
+    """
+    path = context.paths.pidFile
+    try:
+        with open(path) as pidFile:
+            text = pidFile.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        context.complain(f"cannot read {path}: {e.strerror}")
+        return None
+    pid = int(text) if text.isdigit() else None
+    if pid is not None and _processExists(pid) and _isOurs(pid):
+        return pid
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    context.complain(f"removed a stale pid file ({path}: {text or 'empty'})")
+    return None
+
+
+def _address(context: Context) -> Address | None:
+    try:
+        return proxyAddress(loadConfig(context))
+    except ConfigError as e:
+        context.complain(str(e))
+        return None
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return stream.read().splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _whyItFailed(context: Context) -> None:
+    paths = context.paths
+    startup = [line for line in _tail(paths.startupLog, 20) if line.strip()]
+    logged = [
+        text
+        for text in (formatLine(line) for line in _tail(paths.logFile, 200))
+        if text is not None
+    ]
+    problems = [text for text in logged if "error" in text.lower()][-10:]
+    for line in startup + problems or logged[-10:]:
+        context.complain(line)
+    context.complain(f"the log is {paths.logFile}")
+
+
+def start(context: Context, arguments: argparse.Namespace) -> int:
+    paths = context.paths
+    pid = runningPid(context)
+    if pid is not None:
+        context.say(f"ccrouter is already running (pid {pid})")
+        return OK
+    address = _address(context)
+    if address is None:
+        return FAILURE
+    os.makedirs(paths.stateDirectory, mode=0o700, exist_ok=True)
+    config = configPathForDaemon(context)
+    command = [
+        *twistdCommand(),
+        "-n",
+        "--pidfile",
+        paths.pidFile,
+        "--logger",
+        "ccrouter.logs.daemonObserver",
+        "ccrouter",
+        *(["--config", config] if config is not None else []),
+    ]
+    environ = dict(context.environ)
+    environ[LOG_FILE_VARIABLE] = paths.logFile
+    environ.setdefault("PYTHONUNBUFFERED", "1")
+    descriptor = os.open(paths.startupLog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as startupLog:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=startupLog,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            cwd=paths.stateDirectory,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + arguments.timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            context.complain(
+                f"ccrouter did not start (exit status {process.returncode})"
+            )
+            _whyItFailed(context)
+            return FAILURE
+        try:
+            health = fetchHealth(address, timeout=1.0)
+        except ProxyUnreachableError:
+            time.sleep(_POLL)
+            continue
+        if health.get("pid") != process.pid:
+            process.terminate()
+            process.wait(10)
+            context.complain(
+                f"another ccrouter (pid {health.get('pid')}) already answers at"
+                f" {address.url}"
+            )
+            return FAILURE
+        context.say(
+            f"ccrouter started (pid {process.pid}), listening on {address.url},"
+            f" mode {health['mode']}"
+        )
+        return OK
+    process.terminate()
+    process.wait(10)
+    context.complain(
+        f"ccrouter did not answer at {address.url} within {arguments.timeout:g} s"
+    )
+    _whyItFailed(context)
+    return FAILURE
+
+
+def _waitForExit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _processExists(pid):
+            return True
+        time.sleep(_POLL)
+    return not _processExists(pid)
+
+
+def stop(context: Context, arguments: argparse.Namespace) -> int:
+    pid = runningPid(context)
+    if pid is None:
+        context.say("ccrouter is not running")
+        return OK
+    os.kill(pid, signal.SIGTERM)
+    if not _waitForExit(pid, arguments.timeout):
+        context.complain(
+            f"ccrouter (pid {pid}) is still running after {arguments.timeout:g} s;"
+            f" 'kill -9 {pid}' stops it at once"
+        )
+        return FAILURE
+    try:
+        os.unlink(context.paths.pidFile)
+    except FileNotFoundError:
+        pass
+    context.say(f"ccrouter stopped (pid {pid})")
+    return OK
+
+
+def restart(context: Context, arguments: argparse.Namespace) -> int:
+    status = stop(context, arguments)
+    if status != OK:
+        return status
+    return start(context, argparse.Namespace(timeout=max(15.0, arguments.timeout / 4)))
+
+
+def _minutes(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def describeTargets(health: dict[str, Any]) -> list[str]:
+    """
+    One line per target of C{/health}, for people.
+    """
+    lines = []
+    targets = health.get("targets") or {}
+    width = max((len(name) for name in targets), default=0)
+    for name, target in targets.items():
+        state = target["state"]
+        parts: list[str] = []
+        if state != "closed":
+            parts.append(
+                f"cooldown {_minutes(target['cooldown_remaining_seconds'])} left"
+                f" ({target['cooldown_source']})"
+            )
+        if target.get("consecutive_failures"):
+            parts.append(f"{target['consecutive_failures']} failures in a row")
+        failure = target.get("last_failure")
+        if failure is not None:
+            parts.append(
+                f"last failure {_minutes(failure['seconds_ago'])} ago:"
+                f" {failure['reason']}"
+            )
+        parts.append(f"{target['requests']} requests, {target['failures']} failed")
+        lines.append(f"{name:<{width}}  {state:<9}  " + "; ".join(parts))
+    return lines
+
+
+def describeHealth(health: dict[str, Any]) -> list[str]:
+    """
+    The readable summary C{status} and C{health} print.
+    """
+    lines = []
+    config = health["config"]
+    reload = config.get("last_reload")
+    configLine = f"config: {config['path'] or 'built-in default'}"
+    if reload is not None and not reload["ok"]:
+        configLine += f" (the last reload failed: {reload['error']})"
+    lines.append(configLine)
+    source = "the mode file" if health["mode_source"] == "file" else "the default"
+    lines.append(f"mode: {health['mode']} (from {source})")
+    if health.get("mode_file_problem"):
+        lines.append(f"mode file {health['mode_file']} {health['mode_file_problem']}")
+    switch = health.get("auto_switch")
+    if switch:
+        if switch["switched"]:
+            lines.append(
+                f"failover: on {switch['current']} instead of {switch['preferred']}"
+                f" ({switch['failovers']} failovers so far)"
+            )
+        else:
+            lines.append(
+                f"failover: on the preferred target {switch['preferred']}"
+                f" ({switch['failovers']} failovers so far)"
+            )
+    targets = describeTargets(health)
+    if targets:
+        lines.append("targets:")
+        lines.extend("  " + line for line in targets)
+    return lines
+
+
+def status(context: Context, arguments: argparse.Namespace) -> int:
+    pid = runningPid(context)
+    address = _address(context)
+    if address is None:
+        return FAILURE
+    try:
+        health = fetchHealth(address)
+    except ProxyUnreachableError as e:
+        if pid is None:
+            context.say("ccrouter is not running")
+        else:
+            context.say(f"ccrouter is running (pid {pid}) but does not answer: {e}")
+        return FAILURE
+    started = "" if pid == health.get("pid") else " (not started by 'ccrouter start')"
+    listen = ", ".join(health.get("listen") or [address.url])
+    context.say(
+        f"ccrouter {health['version']} is running (pid {health.get('pid')}){started},"
+        f" {health['status']}"
+    )
+    context.say(f"listening: {address.url} ({listen})")
+    for line in describeHealth(health):
+        context.say(line)
+    return OK
+
+
+def logs(context: Context, arguments: argparse.Namespace) -> int:
+    path = context.paths.logFile
+    try:
+        stream = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        context.complain(f"no log yet at {path}")
+        return FAILURE
+    with stream:
+        for line in list(readableLines(stream))[-arguments.lines :]:
+            context.say(line)
+        if not arguments.follow:
+            return OK
+        return _follow(context, path, stream)
+
+
+def _follow(context: Context, path: str, stream: Any) -> int:
+    """
+    Print lines as they are added, across rotations, until interrupted.
+    """
+    inode = os.fstat(stream.fileno()).st_ino
+    pending = ""
+    while True:
+        chunk = stream.read()
+        if chunk:
+            pending += chunk
+            *complete, pending = pending.split("\n")
+            for line in complete:
+                text = formatLine(line)
+                if text is not None:
+                    context.say(text)
+            continue
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (
+            current.st_ino != inode or current.st_size < stream.tell()
+        ):
+            stream.close()
+            stream = open(path, encoding="utf-8", errors="replace")
+            inode = os.fstat(stream.fileno()).st_ino
+            continue
+        time.sleep(0.25)
