@@ -220,6 +220,16 @@ def main(
         if arguments[0] not in _commandNames(parser):
             # 'ccrouter auto', 'ccrouter c', 'ccrouter glm': a mode switch.
             arguments = ["mode", *arguments]
+    if arguments[:1] == ["serve"] and not {"-h", "--help"} & set(arguments):
+        # Everything after 'serve' belongs to twistd and the plugin, which
+        # argparse cannot pass through when it starts with an option.
+        parsed = argparse.Namespace(
+            command="serve",
+            check=False,
+            run=_lazy("ccrouter.daemon", "serve"),
+            options=arguments[1:],
+        )
+        return int(parsed.run(context, parsed))
     try:
         parsed = parser.parse_args(arguments)
     except SystemExit as e:

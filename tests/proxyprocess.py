@@ -33,6 +33,12 @@ def twistdCommand() -> list[str]:
 RUNNERS = {
     "twistd": lambda: [*twistdCommand(), "-n", "--pidfile=", "ccrouter"],
     "twist": lambda: [sys.executable, "-m", "twisted", "--log-format=text", "ccrouter"],
+    "serve": lambda: [
+        sys.executable,
+        "-c",
+        "from ccrouter.cli import entryPoint; entryPoint()",
+        "serve",
+    ],
 }
 
 

@@ -20,7 +20,7 @@ from ccrouter.config import parseConfig
 from ccrouter.control import proxyAddress
 from ccrouter.daemon import _splitOptions, describeHealth
 from tests.mockupstream import MockUpstream, anthropicMessage, respondJSON
-from tests.proxyprocess import childEnvironment
+from tests.proxyprocess import ProxyProcess, childEnvironment
 from tests.test_end_to_end import freePort
 
 CANARY = "zai-DAEMON-CANARY-5d1e"
@@ -203,6 +203,30 @@ class LifecycleTests(CommandCase):
         )
         self.assertEqual(json.loads(out)["content"][0]["text"], "via the daemon")
         self.assertEqual((await self.ccrouter("stop"))[0], 0)
+
+
+class ServeTests(CommandCase):
+    async def test_serveRunsInTheForeground(self) -> None:
+        """
+        C{ccrouter serve} is C{twistd -n ccrouter} with the config from
+        C{CCROUTER_HOME}; twistd's own options pass through.
+        """
+        self.writeConfig(self.modesConfig())
+        proxy = ProxyProcess(
+            ["--umask", "0077", "--listen", "tcp:0:interface=127.0.0.1"],
+            {"CCROUTER_HOME": str(self.home), "ZKEY": CANARY},
+            runner="serve",
+        )
+        self.addCleanup(proxy.stop)
+        url = await proxy.start()
+        out, _, _code = await getProcessOutputAndValue(
+            "curl", ["-s", f"{url}/health"], reactor=reactor
+        )
+        health = json.loads(out)
+        self.assertEqual(health["pid"], proxy.pid)
+        self.assertEqual(health["config"]["path"], str(self.home / "config.yaml"))
+        self.assertEqual(health["mode"], "auto")
+        self.assertFalse((self.home / "ccrouter.pid").exists())
 
 
 class FailureTests(CommandCase):
