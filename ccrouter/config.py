@@ -2,11 +2,13 @@
 """
 The configuration file: YAML text in, one frozen L{Config} snapshot out.
 
-Everything here is pure: the caller reads the file and passes the text, the
-source name used in messages, and the environment used for C{${NAME}}
-expansion.  Every problem is reported as a L{ConfigError} naming the file,
-the line and the dotted key path, because a user who mistypes C{uptream:}
-must be told so rather than have the key silently ignored.
+Everything here is pure (but L{permissionWarning}, which looks at a file's
+permissions): the caller reads the file and passes the text, the source
+name used in messages, and the environment used for C{${NAME}} expansion.
+Every problem is reported as a L{ConfigError} naming the file, the line
+and the dotted key path, because a user who mistypes C{uptream:} must be
+told so rather than have the key silently ignored.  L{parseConfig} raises
+the first problem; L{checkConfig} lists them all.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from attrs import evolve, field, frozen
+from attrs import define, evolve, field, frozen
 
 from ccrouter.breaker import BreakerPolicy
 from ccrouter.routing import ModelPattern
@@ -36,6 +41,7 @@ IMPLICIT_MODE = "default"
 DEFAULT_MODE_FILE = "mode"
 #: Mode names are written in the mode file and typed on the command line.
 _MODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_T = TypeVar("_T")
 
 
 class ConfigError(Exception):
@@ -251,6 +257,49 @@ def parseConfig(
         file; it then has no mode file unless one is given in full.
     @raise ConfigError: On the first problem found.
     """
+    root = _compose(text, source)
+    return _ConfigReader(source, environ, directory).read(root)
+
+
+def checkConfig(
+    text: str,
+    source: str,
+    environ: Mapping[str, str],
+    directory: str | None = None,
+) -> list[ConfigError]:
+    """
+    Every problem in configuration text, not only the first: what
+    C{ccrouter config check} and C{ccrouter config edit} report.
+
+    Reading goes on after a problem with the next field, upstream, route,
+    mode or failover target.  A reference to something whose own definition
+    was wrong (a route naming an upstream that has a bad URL) is not
+    reported again.
+
+    @param source: As for L{parseConfig}.
+    @param environ: As for L{parseConfig}.
+    @param directory: As for L{parseConfig}.
+    @return: The problems, by line; empty when L{parseConfig} would succeed.
+    """
+    try:
+        root = _compose(text, source)
+    except ConfigError as e:
+        return [e]
+    problems: list[ConfigError] = []
+    try:
+        _ConfigReader(source, environ, directory, problems).read(root)
+    except ConfigError as e:
+        problems.append(e)
+    unique: dict[str, ConfigError] = {}
+    for problem in problems:
+        unique.setdefault(str(problem), problem)
+    return sorted(unique.values(), key=lambda problem: problem.line or 0)
+
+
+def _compose(text: str, source: str) -> _Located:
+    """
+    The YAML tree of configuration text; an empty text is an empty mapping.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -263,7 +312,82 @@ def parseConfig(
         raise ConfigError(source, None, "", "invalid YAML: nested too deeply") from None
     if root is None:
         root = yaml.MappingNode("tag:yaml.org,2002:map", [])
-    return _ConfigReader(source, environ, directory).read(_Located(root, "", source))
+    return _Located(root, "", source)
+
+
+def literalSecrets(text: str) -> list[str]:
+    """
+    The key paths (C{upstreams.zai.auth.value}) of credentials written into
+    configuration text as they are, rather than as C{${NAME}} references to
+    the environment.  Pure; text that is not valid YAML has none.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return []
+    found: list[str] = []
+
+    def literal(node: yaml.Node) -> bool:
+        if not isinstance(node, yaml.ScalarNode) or _isNull(node):
+            return False
+        value = str(node.value)
+        if not value.strip():
+            return False
+        return not any(not match.group(1) for match in _ENV_REFERENCE.finditer(value))
+
+    def walk(node: yaml.Node, key: str, depth: int) -> None:
+        if depth > 50:
+            return
+        if isinstance(node, yaml.MappingNode):
+            for keyNode, valueNode in node.value:
+                name = (
+                    str(keyNode.value) if isinstance(keyNode, yaml.ScalarNode) else "?"
+                )
+                path = f"{key}.{name}" if key else name
+                if name == "auth" and isinstance(valueNode, yaml.MappingNode):
+                    for authKey, authValue in valueNode.value:
+                        if (
+                            isinstance(authKey, yaml.ScalarNode)
+                            and authKey.value == "value"
+                            and literal(authValue)
+                        ):
+                            found.append(f"{path}.value")
+                else:
+                    walk(valueNode, path, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{key}[{index}]", depth + 1)
+
+    if root is not None:
+        walk(root, "", 0)
+    return found
+
+
+def permissionWarning(path: str, text: str) -> str | None:
+    """
+    The start-up warning for a config file that others may read and that
+    holds a credential written in full (not a C{${NAME}} reference), or
+    L{None} when there is nothing to warn about.
+
+    @param path: The config file, whose permissions are looked at.
+    @param text: Its contents.
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    secrets = literalSecrets(text)
+    if not secrets:
+        return None
+    readers = "its group and others" if mode & stat.S_IROTH else "its group"
+    keys = ", ".join(secrets)
+    return (
+        f"{path} holds a key written in full ({keys}) and can be read by"
+        f" {readers} (mode {mode:04o}); run 'chmod 600 {path}', or write"
+        " the key as ${NAME} and set it in the environment"
+    )
 
 
 def defaultListen(host: str, port: int) -> str:
@@ -339,15 +463,96 @@ def _describe(node: yaml.Node) -> str:
     return _TYPE_NAMES.get(node.tag, node.tag)
 
 
+@define
+class _Damage:
+    """
+    What a reader collecting every problem found broken, so that references
+    to it are not reported as problems of their own.
+
+    @ivar upstreams: Named upstreams whose definitions failed.
+    @ivar modes: Modes whose definitions failed.
+    @ivar allUpstreams: The whole C{upstreams} section failed.
+    @ivar allModes: The whole C{modes} section failed.
+    """
+
+    upstreams: set[str] = field(factory=set)
+    modes: set[str] = field(factory=set)
+    allUpstreams: bool = False
+    allModes: bool = False
+
+    def upstream(self, name: str) -> bool:
+        return self.allUpstreams or name in self.upstreams
+
+    def mode(self, name: str) -> bool:
+        return self.allModes or name in self.modes
+
+
+class _Recovery:
+    """
+    A point reading can go on from: a L{ConfigError} raised inside is
+    recorded and swallowed when problems are being collected, and raised
+    otherwise.
+    """
+
+    def __init__(self, problems: list[ConfigError] | None) -> None:
+        self._problems = problems
+        self.failed = False
+
+    def __enter__(self) -> _Recovery:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if self._problems is None or not isinstance(value, ConfigError):
+            return False
+        self._problems.append(value)
+        self.failed = True
+        return True
+
+
+#: What stands in for a part of the config that failed while every problem
+#: is being collected; the config built from it is never used.
+_BROKEN_UPSTREAM = Upstream(
+    name="",
+    scheme="https",
+    host="invalid",
+    port=443,
+    basePath="",
+    auth=None,
+    forwardsClientCredentials=False,
+    timeouts=Timeouts(),
+)
+
+
 @frozen
 class _ConfigReader:
     """
     Walks the composed YAML tree, checking each key against the schema.
+
+    @ivar problems: Where problems are collected, reading going on after
+        each; L{None} to raise the first one.
     """
 
     source: str
     environ: Mapping[str, str]
     directory: str | None
+    problems: list[ConfigError] | None = None
+    damage: _Damage = field(factory=_Damage)
+
+    def _recovering(self) -> _Recovery:
+        return _Recovery(self.problems)
+
+    def _report(self, error: ConfigError) -> None:
+        """
+        Raise C{error}, or record it when problems are being collected.
+        """
+        if self.problems is None:
+            raise error
+        self.problems.append(error)
 
     def read(self, root: _Located) -> Config:
         top = self._mapping(
@@ -364,20 +569,42 @@ class _ConfigReader:
                 "breaker",
             ),
         )
-        timeouts = (
-            self._timeouts(top["timeouts"], Timeouts())
-            if "timeouts" in top
-            else Timeouts()
-        )
-        server = self._server(top.get("server"))
-        default = self._default(top.get("default"), timeouts)
-        named = self._namedUpstreams(top.get("upstreams"), timeouts)
-        routes = self._routes(top.get("routes"), default, named, timeouts)
-        modes = self._modes(top.get("modes"), default, named, timeouts)
-        if modes and routes:
-            raise top["routes"].error(
-                "with 'modes', routes belong inside a mode (modes.NAME: [routes])"
+        timeouts = Timeouts()
+        if "timeouts" in top:
+            with self._recovering():
+                timeouts = self._timeouts(top["timeouts"], Timeouts())
+        server = ServerSettings(listen=(defaultListen(DEFAULT_HOST, DEFAULT_PORT),))
+        with self._recovering():
+            server = self._server(top.get("server"))
+        default = _BROKEN_UPSTREAM
+        with self._recovering():
+            default = self._default(top.get("default"), timeouts)
+        named: dict[str, Upstream] = {}
+        with self._recovering() as recovery:
+            named = self._namedUpstreams(top.get("upstreams"), timeouts)
+        self.damage.allUpstreams |= recovery.failed
+        routes: tuple[Route, ...] = ()
+        with self._recovering():
+            routes = self._routes(top.get("routes"), default, named, timeouts)
+        modes: tuple[Mode, ...] = ()
+        with self._recovering() as recovery:
+            modes = self._modes(top.get("modes"), default, named, timeouts)
+        self.damage.allModes |= recovery.failed
+        if _hasItems(top.get("modes")) and _hasItems(top.get("routes")):
+            self._report(
+                top["routes"].error(
+                    "with 'modes', routes belong inside a mode (modes.NAME: [routes])"
+                )
             )
+        defaultMode = IMPLICIT_MODE
+        with self._recovering():
+            defaultMode = self._defaultMode(top.get("default_mode"), modes)
+        modeFile = None
+        with self._recovering():
+            modeFile = self._modeFile(top.get("mode_file"))
+        breaker = BreakerPolicy()
+        with self._recovering():
+            breaker = self._breaker(top.get("breaker"))
         return Config(
             source=self.source,
             server=server,
@@ -385,9 +612,9 @@ class _ConfigReader:
             routes=routes,
             upstreams=tuple(named.values()),
             modes=modes or (Mode(IMPLICIT_MODE, routes),),
-            defaultMode=self._defaultMode(top.get("default_mode"), modes),
-            modeFile=self._modeFile(top.get("mode_file")),
-            breaker=self._breaker(top.get("breaker")),
+            defaultMode=defaultMode,
+            modeFile=modeFile,
+            breaker=breaker,
         )
 
     # Sections
@@ -404,50 +631,49 @@ class _ConfigReader:
                 "allowed_origins",
             ),
         )
-        host = (
-            self._nonEmptyString(fields["host"]) if "host" in fields else DEFAULT_HOST
-        )
-        if any(c.isspace() for c in host):
-            raise fields["host"].error("must not contain spaces")
-        port = (
-            self._integer(fields["port"], 0, 65535)
-            if "port" in fields
-            else DEFAULT_PORT
-        )
-        portOverride = self._portOverride()
-        listen: tuple[str, ...]
+        host = DEFAULT_HOST
+        if "host" in fields:
+            with self._recovering():
+                host = self._nonEmptyString(fields["host"])
+                if any(c.isspace() for c in host):
+                    raise fields["host"].error("must not contain spaces")
+        port = DEFAULT_PORT
+        if "port" in fields:
+            with self._recovering():
+                port = self._integer(fields["port"], 0, 65535)
+        portOverride = None
+        with self._recovering():
+            portOverride = self._portOverride()
+        listen: tuple[str, ...] = ()
         if portOverride is not None:
             port = portOverride
             listen = (defaultListen(host, port),)
         elif "listen" in fields:
-            listen = tuple(
-                self._nonEmptyString(item) for item in self._list(fields["listen"])
-            )
-            if not listen:
-                raise fields["listen"].error("must name at least one endpoint")
+            with self._recovering():
+                listen = tuple(self._each(fields["listen"], self._nonEmptyString))
+                if not _hasItems(fields["listen"]):
+                    raise fields["listen"].error("must name at least one endpoint")
         else:
             listen = (defaultListen(host, port),)
-        maxBody = (
-            self._size(fields["max_body_bytes"])
-            if "max_body_bytes" in fields
-            else DEFAULT_MAX_BODY_BYTES
-        )
-        allowedHosts = (
-            frozenset(
-                self._nonEmptyString(item).lower()
-                for item in self._list(fields["allowed_hosts"])
-            )
-            if "allowed_hosts" in fields
-            else frozenset()
-        )
-        allowedOrigins = (
-            frozenset(
-                self._nonEmptyString(item)
-                for item in self._list(fields["allowed_origins"])
-            )
-            if "allowed_origins" in fields
-            else frozenset()
-        )
+        maxBody = DEFAULT_MAX_BODY_BYTES
+        if "max_body_bytes" in fields:
+            with self._recovering():
+                maxBody = self._size(fields["max_body_bytes"])
+        allowedHosts: frozenset[str] = frozenset()
+        if "allowed_hosts" in fields:
+            with self._recovering():
+                allowedHosts = frozenset(
+                    name.lower()
+                    for name in self._each(
+                        fields["allowed_hosts"], self._nonEmptyString
+                    )
+                )
+        allowedOrigins: frozenset[str] = frozenset()
+        if "allowed_origins" in fields:
+            with self._recovering():
+                allowedOrigins = frozenset(
+                    self._each(fields["allowed_origins"], self._nonEmptyString)
+                )
         return ServerSettings(
             listen=listen,
             host=host,
@@ -471,9 +697,13 @@ class _ConfigReader:
         fields = self._mapping(located, ("url", "auth", "timeouts"))
         override = self.environ.get(UPSTREAM_VARIABLE)
         if override is not None:
-            auth = self._auth(fields["auth"]) if "auth" in fields else None
+            auth = None
+            if "auth" in fields:
+                with self._recovering():
+                    auth = self._auth(fields["auth"])
             if "timeouts" in fields:
-                timeouts = self._timeouts(fields["timeouts"], timeouts)
+                with self._recovering():
+                    timeouts = self._timeouts(fields["timeouts"], timeouts)
             return self._upstreamFromParts(
                 "default",
                 override,
@@ -497,12 +727,15 @@ class _ConfigReader:
     ) -> dict[str, Upstream]:
         named: dict[str, Upstream] = {}
         for name, item in self._mapping(located, None).items():
-            if name == "default":
-                raise item.error("'default' is reserved for the default upstream")
-            fields = self._mapping(item, ("url", "auth", "timeouts"))
-            named[name] = self._upstream(
-                item, fields, name, timeouts, forwardsClientCredentials=False
-            )
+            with self._recovering() as recovery:
+                if name == "default":
+                    raise item.error("'default' is reserved for the default upstream")
+                fields = self._mapping(item, ("url", "auth", "timeouts"))
+                named[name] = self._upstream(
+                    item, fields, name, timeouts, forwardsClientCredentials=False
+                )
+            if recovery.failed:
+                self.damage.upstreams.add(name)
         return named
 
     def _routes(
@@ -516,23 +749,47 @@ class _ConfigReader:
             return ()
         routes = []
         for item in self._list(located):
-            fields = self._mapping(item, ("match", "model", "upstream"))
-            if "match" not in fields:
-                raise item.error("a route needs 'match' (a model name pattern)")
-            match = self._nonEmptyString(fields["match"])
-            model = self._nonEmptyString(fields["model"]) if "model" in fields else None
-            upstream = default
-            if "upstream" in fields:
-                upstream = self._routeUpstream(fields["upstream"], named, timeouts)
-            routes.append(
-                Route(
-                    pattern=ModelPattern.parse(match),
-                    upstream=upstream,
-                    model=model,
-                    label=item.key,
-                )
-            )
+            with self._recovering():
+                route = self._route(item, default, named, timeouts)
+                if route is not None:
+                    routes.append(route)
         return tuple(routes)
+
+    def _route(
+        self,
+        item: _Located,
+        default: Upstream,
+        named: Mapping[str, Upstream],
+        timeouts: Timeouts,
+    ) -> Route | None:
+        """
+        One route, or L{None} when problems are collected and it has some.
+        """
+        fields = self._mapping(item, ("match", "model", "upstream"))
+        match: str | None = None
+        if "match" not in fields:
+            self._report(item.error("a route needs 'match' (a model name pattern)"))
+        else:
+            with self._recovering():
+                match = self._nonEmptyString(fields["match"])
+        model = None
+        modelRecovery = self._recovering()
+        if "model" in fields:
+            with modelRecovery:
+                model = self._nonEmptyString(fields["model"])
+        upstream: Upstream | None = default
+        if "upstream" in fields:
+            upstream = None
+            with self._recovering():
+                upstream = self._routeUpstream(fields["upstream"], named, timeouts)
+        if match is None or upstream is None or modelRecovery.failed:
+            return None
+        return Route(
+            pattern=ModelPattern.parse(match),
+            upstream=upstream,
+            model=model,
+            label=item.key,
+        )
 
     def _modes(
         self,
@@ -550,19 +807,31 @@ class _ConfigReader:
         failovers: dict[str, _Located] = {}
         for name, item in fields.items():
             if not _MODE_NAME.match(name):
-                raise item.error(
-                    "a mode name is letters, digits, '_', '.' and '-', starting"
-                    " with a letter or digit"
+                self._report(
+                    item.error(
+                        "a mode name is letters, digits, '_', '.' and '-', starting"
+                        " with a letter or digit"
+                    )
                 )
+                self.damage.modes.add(name)
+                continue
             if isinstance(item.node, yaml.MappingNode):
                 failovers[name] = item
             else:
-                routes = self._routes(item, default, named, timeouts)
-                routeSets[name] = Mode(name=name, routes=routes)
+                with self._recovering() as recovery:
+                    routes = self._routes(item, default, named, timeouts)
+                    routeSets[name] = Mode(name=name, routes=routes)
+                if recovery.failed:
+                    self.damage.modes.add(name)
         modes = dict(routeSets)
         for name, item in failovers.items():
-            modes[name] = self._failoverMode(name, item, routeSets, failovers, named)
-        return tuple(modes[name] for name in fields)
+            with self._recovering() as recovery:
+                modes[name] = self._failoverMode(
+                    name, item, routeSets, failovers, named
+                )
+            if recovery.failed:
+                self.damage.modes.add(name)
+        return tuple(modes[name] for name in fields if name in modes)
 
     def _failoverMode(
         self,
@@ -580,44 +849,63 @@ class _ConfigReader:
             )
         targets: list[Target] = []
         for item in self._list(fields["failover"]):
-            targetName = self._nonEmptyString(item)
-            if targetName in failovers:
-                raise item.error(
-                    f"{targetName!r} is itself a failover mode; list the modes"
-                    " or upstreams it fails over between instead"
+            with self._recovering():
+                target = self._failoverTarget(
+                    item, targets, routeSets, failovers, named
                 )
-            if targetName in routeSets and targetName in named:
-                raise item.error(
-                    f"{targetName!r} is both a mode and an upstream; rename one"
-                )
-            if any(target.name == targetName for target in targets):
-                raise item.error(f"{targetName!r} is listed twice")
-            if targetName in routeSets:
-                target = Target(targetName, "mode", routeSets[targetName].routes)
-            elif targetName in named:
-                everything = Route(
-                    pattern=ModelPattern.parse("*"),
-                    upstream=named[targetName],
-                    model=None,
-                    label=item.key,
-                )
-                target = Target(targetName, "upstream", (everything,))
-            else:
-                raise item.error(
-                    f"no mode or upstream named {targetName!r}"
-                    + _suggestion(targetName, (*routeSets, *named))
-                )
-            targets.append(target)
-        if not targets:
+                if target is not None:
+                    targets.append(target)
+        if not _hasItems(fields["failover"]):
             raise fields["failover"].error("must name at least one mode or upstream")
         return Mode(name=name, routes=(), failover=tuple(targets))
+
+    def _failoverTarget(
+        self,
+        item: _Located,
+        targets: list[Target],
+        routeSets: Mapping[str, Mode],
+        failovers: Mapping[str, _Located],
+        named: Mapping[str, Upstream],
+    ) -> Target | None:
+        """
+        One failover target, or L{None} when problems are collected and it
+        names a mode or upstream that is itself broken.
+        """
+        targetName = self._nonEmptyString(item)
+        if targetName in failovers:
+            raise item.error(
+                f"{targetName!r} is itself a failover mode; list the modes"
+                " or upstreams it fails over between instead"
+            )
+        if targetName in routeSets and targetName in named:
+            raise item.error(
+                f"{targetName!r} is both a mode and an upstream; rename one"
+            )
+        if any(target.name == targetName for target in targets):
+            raise item.error(f"{targetName!r} is listed twice")
+        if targetName in routeSets:
+            return Target(targetName, "mode", routeSets[targetName].routes)
+        if targetName in named:
+            everything = Route(
+                pattern=ModelPattern.parse("*"),
+                upstream=named[targetName],
+                model=None,
+                label=item.key,
+            )
+            return Target(targetName, "upstream", (everything,))
+        if self.damage.mode(targetName) or self.damage.upstream(targetName):
+            return None
+        raise item.error(
+            f"no mode or upstream named {targetName!r}"
+            + _suggestion(targetName, (*routeSets, *named))
+        )
 
     def _defaultMode(self, located: _Located | None, modes: tuple[Mode, ...]) -> str:
         if located is None:
             return modes[0].name if modes else IMPLICIT_MODE
         name = self._nonEmptyString(located)
         names = [mode.name for mode in modes] or [IMPLICIT_MODE]
-        if name not in names:
+        if name not in names and not self.damage.mode(name):
             if not modes:
                 raise located.error("there are no 'modes' to choose from")
             raise located.error(
@@ -645,23 +933,21 @@ class _ConfigReader:
     def _breaker(self, located: _Located | None) -> BreakerPolicy:
         fields = self._mapping(located, ("failures", "timeouts", "cooldowns"))
         policy = BreakerPolicy()
-        failures = (
-            self._integer(fields["failures"], 1, 1000)
-            if "failures" in fields
-            else policy.failures
-        )
-        timeouts = (
-            self._integer(fields["timeouts"], 1, 1000)
-            if "timeouts" in fields
-            else policy.timeouts
-        )
+        failures = policy.failures
+        if "failures" in fields:
+            with self._recovering():
+                failures = self._integer(fields["failures"], 1, 1000)
+        timeouts = policy.timeouts
+        if "timeouts" in fields:
+            with self._recovering():
+                timeouts = self._integer(fields["timeouts"], 1, 1000)
         cooldowns = policy.cooldowns
         if "cooldowns" in fields:
-            cooldowns = tuple(
-                self._duration(item) for item in self._list(fields["cooldowns"])
-            )
-            if not cooldowns:
-                raise fields["cooldowns"].error("must list at least one duration")
+            with self._recovering():
+                cooldowns = tuple(self._each(fields["cooldowns"], self._duration))
+                if not _hasItems(fields["cooldowns"]):
+                    raise fields["cooldowns"].error("must list at least one duration")
+            cooldowns = cooldowns or policy.cooldowns
         return BreakerPolicy(failures=failures, timeouts=timeouts, cooldowns=cooldowns)
 
     def _routeUpstream(
@@ -674,6 +960,8 @@ class _ConfigReader:
             if name == "default":
                 raise located.error("leave 'upstream' out to use the default upstream")
             if name not in named:
+                if self.damage.upstream(name):
+                    return _BROKEN_UPSTREAM
                 raise located.error(
                     f"no upstream named {name!r} under 'upstreams'"
                     + _suggestion(name, named)
@@ -697,9 +985,13 @@ class _ConfigReader:
         forwardsClientCredentials: bool,
         defaultUrl: str | None = None,
     ) -> Upstream:
-        auth = self._auth(fields["auth"]) if "auth" in fields else None
+        auth = None
+        if "auth" in fields:
+            with self._recovering():
+                auth = self._auth(fields["auth"])
         if "timeouts" in fields:
-            timeouts = self._timeouts(fields["timeouts"], timeouts)
+            with self._recovering():
+                timeouts = self._timeouts(fields["timeouts"], timeouts)
         if "url" in fields:
             url, urlField = self._string(fields["url"]), fields["url"]
         elif defaultUrl is not None:
@@ -773,20 +1065,29 @@ class _ConfigReader:
         fields = self._mapping(located, ("header", "value"))
         for required in ("header", "value"):
             if required not in fields:
-                raise located.error(f"'auth' needs '{required}'")
-        header = self._string(fields["header"])
+                self._report(located.error(f"'auth' needs '{required}'"))
+        header = value = ""
+        if "header" in fields:
+            with self._recovering():
+                header = self._header(fields["header"])
+        if "value" in fields:
+            with self._recovering():
+                value = self._string(fields["value"])
+                if not value.strip():
+                    raise fields["value"].error("must not be empty")
+                if any(c in value for c in "\r\n\0"):
+                    raise fields["value"].error("must not contain line breaks or NUL")
+        return Auth(header=header, value=value)
+
+    def _header(self, located: _Located) -> str:
+        header = self._string(located)
         if not _HEADER_NAME.match(header):
-            raise fields["header"].error(f"{header!r} is not a valid header name")
+            raise located.error(f"{header!r} is not a valid header name")
         if header.lower() in _RESERVED_HEADERS:
-            raise fields["header"].error(
+            raise located.error(
                 f"{header!r} is set by the proxy itself and cannot carry a credential"
             )
-        value = self._string(fields["value"])
-        if not value.strip():
-            raise fields["value"].error("must not be empty")
-        if any(c in value for c in "\r\n\0"):
-            raise fields["value"].error("must not contain line breaks or NUL")
-        return Auth(header=header, value=value)
+        return header
 
     def _timeouts(self, located: _Located, base: Timeouts) -> Timeouts:
         names = {
@@ -796,7 +1097,10 @@ class _ConfigReader:
             "idle": "idle",
         }
         fields = self._mapping(located, tuple(names))
-        values = {names[key]: self._duration(item) for key, item in fields.items()}
+        values: dict[str, float] = {}
+        for key, item in fields.items():
+            with self._recovering():
+                values[names[key]] = self._duration(item)
         return Timeouts(
             connect=values.get("connect", base.connect),
             headers=values.get("headers", base.headers),
@@ -823,17 +1127,35 @@ class _ConfigReader:
             if not (
                 isinstance(keyNode, yaml.ScalarNode) and keyNode.tag.endswith(":str")
             ):
-                raise keyAt.error(f"keys must be strings, found {_describe(keyNode)}")
+                self._report(
+                    keyAt.error(f"keys must be strings, found {_describe(keyNode)}")
+                )
+                continue
             name = str(keyNode.value)
             if allowed is not None and name not in allowed:
-                raise located.child(keyNode, name).error(
-                    f"unknown key {name!r}"
-                    + _suggestion(name, allowed, everything=True)
+                self._report(
+                    located.child(keyNode, name).error(
+                        f"unknown key {name!r}"
+                        + _suggestion(name, allowed, everything=True)
+                    )
                 )
+                continue
             if name in fields:
-                raise located.child(keyNode, name).error("duplicate key")
+                self._report(located.child(keyNode, name).error("duplicate key"))
+                continue
             fields[name] = located.child(valueNode, name)
         return fields
+
+    def _each(self, located: _Located, read: Callable[[_Located], _T]) -> list[_T]:
+        """
+        C{read} applied to each item of a list, going on after a problem
+        when problems are collected.
+        """
+        values = []
+        for item in self._list(located):
+            with self._recovering():
+                values.append(read(item))
+        return values
 
     def _list(self, located: _Located) -> Iterator[_Located]:
         if _isNull(located.node):
@@ -923,6 +1245,17 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 def _isNull(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+
+
+def _hasItems(located: _Located | None) -> bool:
+    """
+    Whether a section is a list or mapping with something in it.
+    """
+    return (
+        located is not None
+        and isinstance(located.node, (yaml.MappingNode, yaml.SequenceNode))
+        and bool(located.node.value)
+    )
 
 
 def _suggestion(

@@ -30,7 +30,7 @@ from twisted.web.server import Site
 from ccrouter import __version__
 from ccrouter.agents import PooledAgents
 from ccrouter.breaker import BreakerBoard
-from ccrouter.config import Config, ConfigError, parseConfig
+from ccrouter.config import Config, ConfigError, parseConfig, permissionWarning
 from ccrouter.live import LiveState
 from ccrouter.root import resourceTree
 from ccrouter.server import ProxySite
@@ -215,6 +215,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     )
     live.listening = tuple(listen)
     _restoreBreakers(live)
+    if live.configPath is not None:
+        _warnAboutPermissions(live.configPath)
 
     top = MultiService()
     watcher = Watcher(
@@ -247,6 +249,17 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
 
 
 _log = Logger()
+
+
+def _warnAboutPermissions(path: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as configFile:
+            text = configFile.read()
+    except (OSError, UnicodeDecodeError):
+        return
+    warning = permissionWarning(path, text)
+    if warning is not None:
+        _log.warn("{problem}", problem=warning)
 
 
 def _restoreBreakers(live: LiveState) -> None:

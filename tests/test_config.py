@@ -573,3 +573,207 @@ class ModeConfigErrorTests(ConfigErrorCase):
             "config.yaml:1: mode_file: a relative path needs a config file to be"
             " relative to; give the full path",
         )
+
+
+class CheckConfigTests(SynchronousTestCase):
+    """
+    L{ccrouter.config.checkConfig} reports every problem, by line, and
+    agrees with L{parseConfig} about whether a config is valid.
+    """
+
+    def check(self, text: str, environ: dict[str, str] | None = None) -> list[str]:
+        from ccrouter.config import checkConfig
+
+        return [
+            str(problem)
+            for problem in checkConfig(text, "config.yaml", environ or {}, "/cfg")
+        ]
+
+    def test_valid(self) -> None:
+        self.assertEqual(self.check(SEED, {"Z_AI_API_KEY": "k"}), [])
+        self.assertEqual(self.check(MODES), [])
+        self.assertEqual(self.check(""), [])
+        self.assertEqual(
+            self.check(
+                readmeExample("full-config"),
+                {"Z_AI_API_KEY": "a", "DEEPSEEK_API_KEY": "b", "KIMI_API_KEY": "c"},
+            ),
+            [],
+        )
+
+    def test_everySection(self) -> None:
+        """
+        One problem in each section, and several in one mapping, are all
+        reported, in line order.
+        """
+        self.assertEqual(
+            self.check(
+                "server:\n"
+                "  port: x\n"  # 2
+                "  hots: h\n"  # 3
+                "  max_body_bytes: lots\n"  # 4
+                "timeouts: {idle: 0}\n"  # 5
+                "default:\n"
+                "  url: 'gopher://x'\n"  # 7
+                "breaker:\n"
+                "  failures: 0\n"  # 9
+                "  timeouts: 0\n"  # 10
+                "mode_file: ''\n"  # 11
+                "bogus: 1\n"  # 12
+            ),
+            [
+                "config.yaml:2: server.port: expected an integer, found a string",
+                "config.yaml:3: server.hots: unknown key 'hots'; did you mean 'host'?",
+                "config.yaml:4: server.max_body_bytes: 'lots' is not a size"
+                " (bytes, or KiB, MiB, GiB)",
+                "config.yaml:5: timeouts.idle: must be more than zero",
+                "config.yaml:7: default.url: the URL must start with http:// or"
+                " https://",
+                "config.yaml:9: breaker.failures: must be between 1 and 1000",
+                "config.yaml:10: breaker.timeouts: must be between 1 and 1000",
+                "config.yaml:11: mode_file: must not be empty",
+                "config.yaml:12: bogus: unknown key 'bogus'; expected one of: server,"
+                " default, timeouts, upstreams, routes, modes, default_mode,"
+                " mode_file, breaker",
+            ],
+        )
+
+    def test_eachUpstreamAndRoute(self) -> None:
+        self.assertEqual(
+            self.check(
+                "upstreams:\n"
+                "  a:\n"
+                "    url: 'ftp://a'\n"  # 3
+                "  b:\n"
+                "    url: 'https://b'\n"
+                "    auth: {header: 'bad header', value: ''}\n"  # 6
+                "  c: {auth: {header: x-api-key, value: '${NOPE}'}}\n"  # 7
+                "routes:\n"
+                "  - match: ''\n"  # 9
+                "    model: ''\n"  # 10
+                "  - {match: x, upstream: b, extra: 1}\n"  # 11
+                "  - {match: y, upstream: {url: 'https://u', auth: {}}}\n"  # 12
+            ),
+            [
+                "config.yaml:3: upstreams.a.url: the URL must start with http://"
+                " or https://",
+                "config.yaml:6: upstreams.b.auth.header: 'bad header' is not a"
+                " valid header name",
+                "config.yaml:6: upstreams.b.auth.value: must not be empty",
+                "config.yaml:7: upstreams.c.auth.value: environment variable NOPE"
+                " is not set",
+                "config.yaml:7: upstreams.c: an upstream needs 'url'",
+                "config.yaml:9: routes[0].match: must not be empty",
+                "config.yaml:10: routes[0].model: must not be empty",
+                "config.yaml:11: routes[1].extra: unknown key 'extra'; expected one"
+                " of: match, model, upstream",
+                "config.yaml:12: routes[2].upstream.auth: 'auth' needs 'header'",
+                "config.yaml:12: routes[2].upstream.auth: 'auth' needs 'value'",
+            ],
+        )
+
+    def test_noFollowOnErrors(self) -> None:
+        """
+        A route, failover target or default mode naming something whose own
+        definition failed is not reported again; a name that was never
+        defined still is.
+        """
+        self.assertEqual(
+            self.check(
+                "upstreams:\n"
+                "  zai: {url: 'ftp://z'}\n"  # 2
+                "default_mode: 'bad mode'\n"
+                "modes:\n"
+                "  'bad mode': []\n"  # 5
+                "  broken: 7\n"  # 6
+                "  glm:\n"
+                "    - {match: a, upstream: zai}\n"
+                "    - {match: b, upstream: nothing}\n"  # 9
+                "  auto: {failover: [glm, broken, 'bad mode', zai, missing]}\n"  # 10
+            ),
+            [
+                "config.yaml:2: upstreams.zai.url: the URL must start with http://"
+                " or https://",
+                "config.yaml:5: modes.bad mode: a mode name is letters, digits, '_',"
+                " '.' and '-', starting with a letter or digit",
+                "config.yaml:6: modes.broken: expected a list, found an integer",
+                "config.yaml:9: modes.glm[1].upstream: no upstream named 'nothing'"
+                " under 'upstreams'",
+                "config.yaml:10: modes.auto.failover[4]: no mode or upstream named"
+                " 'missing'",
+            ],
+        )
+
+    def test_brokenSections(self) -> None:
+        """
+        When a whole C{upstreams} or C{modes} section is wrong, names that
+        refer to it are not reported.
+        """
+        self.assertEqual(
+            self.check("upstreams: [zai]\nroutes:\n  - {match: a, upstream: zai}\n"),
+            ["config.yaml:1: upstreams: expected a mapping, found a list"],
+        )
+        self.assertEqual(
+            self.check("default_mode: auto\nmodes: [auto]\n"),
+            ["config.yaml:2: modes: expected a mapping, found a list"],
+        )
+
+    def test_yamlError(self) -> None:
+        [problem] = self.check("server:\n  port: [1\nroutes: x\n")
+        self.assertTrue(problem.startswith("config.yaml:3: invalid YAML:"), problem)
+
+    def test_duplicateKeys(self) -> None:
+        self.assertEqual(
+            self.check("server:\n  port: 1\n  port: 2\n  host: a\n  host: b\n"),
+            [
+                "config.yaml:3: server.port: duplicate key",
+                "config.yaml:5: server.host: duplicate key",
+            ],
+        )
+
+    def test_environment(self) -> None:
+        self.assertEqual(
+            self.check("server: {port: x}\n", {"CCROUTER_PORT": "http"}),
+            [
+                "environment: CCROUTER_PORT: must be a port number (1-65535)",
+                "config.yaml:1: server.port: expected an integer, found a string",
+            ],
+        )
+
+    def test_agreesWithParseConfig(self) -> None:
+        """
+        For each text, C{parseConfig} fails exactly when C{checkConfig} has
+        problems, and its error is one of them.
+        """
+        from ccrouter.config import checkConfig
+
+        texts = [
+            SEED,
+            MODES,
+            "routes:\n  - match: x\nmodes:\n  a: []\n",
+            "modes:\n  claude: []\n  auto:\n    failover: [claud]\n",
+            "modes:\n  a: []\n  x: {failover: [a]}\n  y: {failover: [x]}\n",
+            "modes:\n  a: []\n  auto: {failover: [a, a]}\n",
+            "modes:\n  auto: {failover: []}\n",
+            "modes:\n  auto: {targets: [a]}\n",
+            "modes: {}\n",
+            "default_mode: auto\n",
+            "breaker: {cooldowns: []}\n",
+            "server: {listen: []}\n",
+            "server: {listen: ~, host: 'a b'}\n",
+            "upstreams:\n  default: {url: 'http://x'}\n",
+            "routes:\n  - {match: x, upstream: default}\n",
+            "[1, 2]\n",
+            "default: {url: 'http://[::1]:80'}\n",
+            "timeouts: {connect: 1, headers: 2, bogus: 3}\nserver: {port: 70000}\n",
+        ]
+        for text in texts:
+            problems = [
+                str(problem) for problem in checkConfig(text, "c.yaml", {}, "/cfg")
+            ]
+            try:
+                parseConfig(text, "c.yaml", {}, "/cfg")
+            except ConfigError as e:
+                self.assertIn(str(e), problems, text)
+            else:
+                self.assertEqual(problems, [], text)

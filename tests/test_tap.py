@@ -111,6 +111,36 @@ class MakeServiceTests(SynchronousTestCase):
             "ccrouter: invalid listen endpoint 'bogus:1': Unknown endpoint type: 'bogus'\n",
         )
 
+    def test_readableLiteralKeyWarned(self) -> None:
+        """
+        A config that holds a key written in full and that others can read
+        draws a warning at start-up; once it is 0600, none.
+        """
+        from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+        logged: list[str] = []
+
+        def observe(event: LogEvent) -> None:
+            logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        path = Path(self.mktemp()).absolute()
+        path.write_text(
+            "upstreams:\n  zai:\n    url: https://api.z.ai\n"
+            "    auth: {header: x-api-key, value: sk-literal-WARN-CANARY}\n"
+        )
+        path.chmod(0o644)
+        self.service("--config", str(path))
+        warnings = [line for line in logged if "written in full" in line]
+        self.assertEqual(len(warnings), 1, logged)
+        self.assertIn("upstreams.zai.auth.value", warnings[0])
+        self.assertNotIn("WARN-CANARY", warnings[0])
+        path.chmod(0o600)
+        logged.clear()
+        self.service("--config", str(path))
+        self.assertEqual([line for line in logged if "written in full" in line], [])
+
     def captureStderr(self, action: object) -> str:
         """
         Run C{action}, which must exit with status 1, and return what it

@@ -1,0 +1,546 @@
+# -*- test-case-name: tests.test_configcmd -*-
+"""
+C{ccrouter config} and C{ccrouter init}: show the effective config with
+its secrets masked, print its path, edit it safely, restore the default,
+check a file for every problem, and create the config directory.
+
+A running daemon reloads the config file as soon as it has settled, so the
+file is only ever replaced whole (a temporary file in the same directory,
+then C{os.replace}) and only with a config that is valid.  Files that may
+hold keys are created 0600 and their directory 0700.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.resources import files
+
+from ccrouter.cli import FAILURE, OK, USAGE, Context
+from ccrouter.config import (
+    PORT_VARIABLE,
+    UPSTREAM_VARIABLE,
+    Auth,
+    Config,
+    ConfigError,
+    Route,
+    Timeouts,
+    Upstream,
+    checkConfig,
+    parseConfig,
+    permissionWarning,
+)
+
+#: How many times C{config edit} re-opens the editor on an invalid config
+#: before it gives up.
+MAX_EDIT_ROUNDS = 20
+TEMPLATE_NAME = "config-template.yaml"
+
+
+def template() -> str:
+    """
+    The commented default config that C{init} and C{config reset} write.
+    """
+    return files("ccrouter").joinpath(TEMPLATE_NAME).read_text("utf-8")
+
+
+def config(context: Context, arguments: argparse.Namespace) -> int:
+    """
+    C{ccrouter config [show | path | edit | reset | check FILE]}.
+    """
+    action = arguments.action or "show"
+    if action == "check":
+        if not arguments.file:
+            context.complain("usage: ccrouter config check FILE")
+            return USAGE
+        return _check(context, arguments.file)
+    if arguments.file:
+        context.complain(f"'config {action}' takes no FILE")
+        return USAGE
+    if action == "path":
+        return _path(context)
+    if action == "edit":
+        return _edit(context)
+    if action == "reset":
+        return _reset(context)
+    return _show(context)
+
+
+# show
+
+
+def _show(context: Context) -> int:
+    from ccrouter.control import loadConfig
+
+    path = context.paths.configFile
+    try:
+        loaded = loadConfig(context)
+    except ConfigError as e:
+        context.complain(str(e))
+        return FAILURE
+    if os.path.exists(path):
+        context.say(f"# {path}: the effective config (secrets masked)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                warning = permissionWarning(path, f.read())
+        except (OSError, UnicodeDecodeError):
+            warning = None
+        if warning is not None:
+            context.complain(f"warning: {warning}")
+    else:
+        context.say(
+            f"# {path} does not exist: the built-in default (run 'ccrouter init')"
+        )
+    overrides = [
+        name for name in (PORT_VARIABLE, UPSTREAM_VARIABLE) if name in context.environ
+    ]
+    if overrides:
+        context.say(f"# overridden by the environment: {', '.join(overrides)}")
+    for line in describeConfig(loaded):
+        context.say(line)
+    return OK
+
+
+def describeConfig(config: Config) -> list[str]:
+    """
+    The effective config as YAML-like lines, every credential replaced by
+    its length.
+    """
+    server = config.server
+    lines = [
+        "server:",
+        f"  host: {server.host}",
+        f"  port: {server.port}",
+        f"  listen: [{', '.join(server.listen)}]",
+        f"  max_body_bytes: {_size(server.maxBodyBytes)}",
+        f"  allowed_hosts: [{', '.join(sorted(server.allowedHosts))}]",
+        f"  allowed_origins: [{', '.join(sorted(server.allowedOrigins))}]",
+        "default:",
+        *_upstreamLines(config.default, "  "),
+    ]
+    if config.upstreams:
+        lines.append("upstreams:")
+        for upstream in config.upstreams:
+            lines.append(f"  {upstream.name}:")
+            lines.extend(_upstreamLines(upstream, "    "))
+    else:
+        lines.append("upstreams: {}")
+    explicitModes = not (
+        len(config.modes) == 1
+        and config.modes[0].routes == config.routes
+        and not config.modes[0].failover
+        and config.modes[0].name == "default"
+    )
+    if not explicitModes:
+        lines.extend(_routeLines(config, config.routes, "", "routes"))
+        lines.append("modes: {}  # one mode, 'default', with the routes above")
+    else:
+        lines.append("modes:")
+        for mode in config.modes:
+            if mode.failover:
+                targets = ", ".join(
+                    f"{target.name} ({target.kind})" for target in mode.failover
+                )
+                lines.append(f"  {mode.name}:")
+                lines.append(f"    failover: [{targets}]")
+            else:
+                lines.extend(_routeLines(config, mode.routes, "  ", mode.name))
+    breaker = config.breaker
+    lines.extend(
+        [
+            f"default_mode: {config.defaultMode}",
+            f"mode_file: {config.modeFile or 'none'}",
+            "breaker:",
+            f"  failures: {breaker.failures}",
+            f"  timeouts: {breaker.timeouts}",
+            f"  cooldowns: [{', '.join(_duration(s) for s in breaker.cooldowns)}]",
+        ]
+    )
+    return lines
+
+
+def _routeLines(
+    config: Config, routes: tuple[Route, ...], indent: str, name: str
+) -> list[str]:
+    if not routes:
+        return [f"{indent}{name}: []  # everything to default, unchanged"]
+    lines = [f"{indent}{name}:"]
+    for route in routes:
+        lines.append(f"{indent}  - match: {json.dumps(route.pattern.text)}")
+        if route.model is not None:
+            lines.append(f"{indent}    model: {json.dumps(route.model)}")
+        upstream = route.upstream
+        if upstream == config.default:
+            lines.append(f"{indent}    upstream: default")
+        elif upstream in config.upstreams:
+            lines.append(f"{indent}    upstream: {upstream.name}")
+        else:
+            lines.append(f"{indent}    upstream:")
+            lines.extend(_upstreamLines(upstream, indent + "      "))
+    return lines
+
+
+def _upstreamLines(upstream: Upstream, indent: str) -> list[str]:
+    url = f"{upstream.scheme}://{upstream.host}:{upstream.port}{upstream.basePath}"
+    if upstream.auth is not None:
+        auth = f"{{header: {upstream.auth.header}, value: {maskSecret(upstream.auth)}}}"
+    elif upstream.forwardsClientCredentials:
+        auth = "none  # the client's own credentials are passed on"
+    else:
+        auth = "none"
+    return [
+        f"{indent}url: {url}",
+        f"{indent}auth: {auth}",
+        f"{indent}timeouts: {_timeouts(upstream.timeouts)}",
+    ]
+
+
+def maskSecret(auth: Auth) -> str:
+    """
+    What is shown of a credential: its length, never any of its characters.
+    """
+    return f"<secret, {len(auth.value)} characters>"
+
+
+def _timeouts(timeouts: Timeouts) -> str:
+    return (
+        f"{{connect: {_duration(timeouts.connect)},"
+        f" headers: {_duration(timeouts.headers)},"
+        f" stream_headers: {_duration(timeouts.streamHeaders)},"
+        f" idle: {_duration(timeouts.idle)}}}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= length and seconds % length == 0:
+            return f"{int(seconds // length)}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def _size(size: int) -> str:
+    for unit, length in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size % length == 0:
+            return f"{size // length}{unit}"
+    return str(size)
+
+
+# path
+
+
+def _path(context: Context) -> int:
+    path = context.paths.configFile
+    context.say(path)
+    if not os.path.lexists(path):
+        context.err.write("(not created yet; run ccrouter init)\n")
+        context.err.flush()
+    return OK
+
+
+# check
+
+
+def _check(context: Context, path: str) -> int:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        context.say(f"{path}: cannot read: {e.strerror}")
+        return FAILURE
+    except UnicodeDecodeError:
+        context.say(f"{path}: is not UTF-8 text")
+        return FAILURE
+    directory = os.path.dirname(os.path.abspath(path))
+    problems = checkConfig(text, path, context.environ, directory)
+    for problem in problems:
+        context.say(str(problem))
+    if problems:
+        return FAILURE
+    context.say(f"{path}: ok")
+    return OK
+
+
+# edit
+
+
+def _edit(context: Context) -> int:
+    path = context.paths.configFile
+    if not os.path.lexists(path):
+        try:
+            _makeDirectory(os.path.dirname(path))
+            _createExclusive(path, template())
+        except OSError as e:
+            context.complain(f"cannot create {path}: {e.strerror}")
+            return FAILURE
+        context.say(f"Created {path} from the default template.")
+    # Edit what a symlink points at, and replace that, so the link stays.
+    target = os.path.realpath(path)
+    try:
+        with open(target, "rb") as f:
+            original = f.read()
+    except OSError as e:
+        context.complain(f"cannot read {path}: {e.strerror}")
+        return FAILURE
+    editor = (
+        context.environ.get("VISUAL") or context.environ.get("EDITOR") or ""
+    ).strip() or "vi"
+    try:
+        command = shlex.split(editor)
+    except ValueError as e:
+        context.complain(f"cannot understand the editor command {editor!r}: {e}")
+        return FAILURE
+    directory = os.path.dirname(target)
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(target)}.edit-", suffix=".yaml", dir=directory
+        )
+    except OSError as e:
+        context.complain(f"cannot create a file in {directory}: {e.strerror}")
+        return FAILURE
+    keep = False
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(original)
+        for _ in range(MAX_EDIT_ROUNDS):
+            try:
+                finished = subprocess.run([*command, temporary], check=False)
+            except OSError as e:
+                context.complain(
+                    f"cannot run the editor {command[0]!r}: {e.strerror}"
+                    " (set VISUAL or EDITOR)"
+                )
+                return FAILURE
+            if finished.returncode != 0:
+                context.complain(
+                    f"the editor exited with status {finished.returncode};"
+                    f" {path} is unchanged"
+                )
+                return FAILURE
+            with open(temporary, "rb") as f:
+                edited = f.read()
+            problems = _problems(edited, path, context, os.path.dirname(path))
+            if not problems:
+                if edited == original:
+                    context.say(f"No changes; {path} is unchanged.")
+                    return OK
+                with open(target, "rb") as f:
+                    current = f.read()
+                if current != original:
+                    keep = True
+                    context.complain(
+                        f"{path} was changed by something else while you edited"
+                        f" it; it is left as it is, and your version is in"
+                        f" {temporary}"
+                    )
+                    return FAILURE
+                with open(temporary, "rb") as f:
+                    os.fsync(f.fileno())
+                os.chmod(temporary, 0o600)
+                os.replace(temporary, target)
+                context.say(
+                    f"Saved {path} ({_changedLines(original, edited)}). A running"
+                    " ccrouter applies it within a second."
+                )
+                return OK
+            for problem in problems:
+                context.err.write(f"{problem}\n")
+            context.err.flush()
+            context.out.write("Edit again? [Y/n] ")
+            context.out.flush()
+            answer = sys.stdin.readline()
+            if not answer or answer.strip().lower() not in ("", "y", "yes"):
+                context.complain(f"not saved; {path} is unchanged")
+                return FAILURE
+        context.complain(
+            f"still invalid after {MAX_EDIT_ROUNDS} rounds; {path} is unchanged"
+        )
+        return FAILURE
+    finally:
+        if not keep:
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
+
+
+def _problems(
+    data: bytes, source: str, context: Context, directory: str
+) -> list[ConfigError]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return [ConfigError(source, None, "", "is not UTF-8 text")]
+    return checkConfig(text, source, context.environ, directory)
+
+
+def _changedLines(before: bytes, after: bytes) -> str:
+    old = before.decode("utf-8", "replace").splitlines()
+    new = after.decode("utf-8", "replace").splitlines()
+    removed = added = 0
+    for line in difflib.ndiff(old, new):
+        if line.startswith("- "):
+            removed += 1
+        elif line.startswith("+ "):
+            added += 1
+    return f"{added} line{'s' * (added != 1)} added, {removed} removed"
+
+
+# reset
+
+
+def _reset(context: Context) -> int:
+    path = context.paths.configFile
+    text = template()
+    target = os.path.realpath(path)
+    try:
+        _makeDirectory(os.path.dirname(target))
+        try:
+            with open(target, "rb") as f:
+                current: bytes | None = f.read()
+        except FileNotFoundError:
+            current = None
+        if current == text.encode("utf-8"):
+            context.say(f"{path} is already the default config.")
+            return OK
+        if current is not None:
+            backup = _backup(target, current)
+            context.say(f"Saved the current config as {backup}")
+        _replace(target, text)
+    except OSError as e:
+        context.complain(f"cannot reset {path}: {e.strerror}")
+        return FAILURE
+    context.say(f"Restored the default config in {path}")
+    return OK
+
+
+def _backup(path: str, data: bytes) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{path}.bak-{stamp}"
+    for attempt in range(1, 1000):
+        backup = base if attempt == 1 else f"{base}-{attempt}"
+        try:
+            descriptor = os.open(
+                backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+        except FileExistsError:
+            continue
+        with os.fdopen(descriptor, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+        return backup
+    raise FileExistsError(f"{base}: too many backups")
+
+
+# init
+
+
+def init(context: Context, arguments: argparse.Namespace) -> int:
+    """
+    C{ccrouter init}: the config directory (0700), a commented config
+    (0600) and a mode file naming the default mode, never overwriting
+    anything that is there.
+    """
+    path = context.paths.configFile
+    directory = os.path.dirname(path)
+    try:
+        if _makeDirectory(directory):
+            context.say(f"Created {directory}/")
+        else:
+            context.say(f"Kept {directory}/ (it exists)")
+        if _createExclusive(path, template()):
+            context.say(f"Created {path} (the default config, with examples)")
+        else:
+            context.say(f"Kept {path} (it exists)")
+    except OSError as e:
+        context.complain(f"cannot create {e.filename or directory}: {e.strerror}")
+        return FAILURE
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = parseConfig(f.read(), path, context.environ, directory)
+    except (OSError, UnicodeDecodeError, ConfigError) as e:
+        problem = e if isinstance(e, ConfigError) else f"{path}: cannot read: {e}"
+        context.complain(f"{problem}")
+        context.complain("no mode file created; fix the config first")
+        return FAILURE
+    modeFile = loaded.modeFile
+    if modeFile is not None:
+        try:
+            _makeDirectory(os.path.dirname(modeFile))
+            if _createExclusive(modeFile, loaded.defaultMode + "\n"):
+                context.say(f"Created {modeFile} (mode {loaded.defaultMode})")
+            else:
+                context.say(f"Kept {modeFile} (it exists)")
+        except OSError as e:
+            context.complain(f"cannot create {modeFile}: {e.strerror}")
+            return FAILURE
+    context.say()
+    context.say("Next:")
+    context.say("  ccrouter setup claude   # point Claude Code at the proxy")
+    context.say("  ccrouter start          # run the proxy in the background")
+    return OK
+
+
+# Files
+
+
+def _makeDirectory(directory: str) -> bool:
+    """
+    Create C{directory} (and its parents) 0700 if it is not there.
+
+    @return: Whether it was created.
+    """
+    if os.path.isdir(directory):
+        return False
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    return True
+
+
+def _createExclusive(path: str, text: str) -> bool:
+    """
+    Write a new file 0600, never replacing one that exists.
+
+    @return: Whether it was created.
+    """
+    try:
+        descriptor = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+    return True
+
+
+def _replace(path: str, text: str) -> None:
+    """
+    Replace C{path} whole with a 0600 file, so that a reader sees either
+    the old text or the new.
+    """
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path)
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
