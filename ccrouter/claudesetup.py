@@ -1,0 +1,308 @@
+# -*- test-case-name: tests.test_claudesetup -*-
+"""
+C{ccrouter setup claude [--undo]}: point Claude Code at this proxy by setting
+C{env.ANTHROPIC_BASE_URL} in its C{settings.json}, and put back what was
+there before.
+
+The file is merged, never rebuilt: every other key keeps its value and its
+place.  It is written to a temporary file beside it and renamed over it, so
+it is never left truncated; a file that is not a JSON object is refused and
+left as it is.  What was there before is recorded in the state directory
+(L{ccrouter.paths.Paths.claudeSetupRecord}) for C{--undo}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from ccrouter.cli import FAILURE, OK, Context
+from ccrouter.config import ConfigError
+from ccrouter.control import loadConfig, proxyAddress
+
+KEY = "ANTHROPIC_BASE_URL"
+BACKUP_SUFFIX = ".ccrouter-backup"
+_RESTART = (
+    "Restart running Claude Code sessions: they read settings.json only when"
+    " they start."
+)
+
+
+class SettingsError(Exception):
+    """
+    The settings file cannot be used; the message says why and where.
+    """
+
+
+def settingsPath(environ: Mapping[str, str]) -> str:
+    """
+    Claude Code's user settings: C{$CLAUDE_CONFIG_DIR/settings.json}, or
+    C{~/.claude/settings.json}.
+    """
+    directory = environ.get("CLAUDE_CONFIG_DIR")
+    if directory:
+        directory = os.path.expanduser(directory)
+    else:
+        home = environ.get("HOME") or os.path.expanduser("~")
+        directory = os.path.join(home, ".claude")
+    return os.path.abspath(os.path.join(directory, "settings.json"))
+
+
+def readSettings(path: str) -> dict[str, Any] | None:
+    """
+    The settings object in C{path}, or L{None} if there is no file.  An
+    empty file counts as an empty object.
+
+    @raise SettingsError: If it cannot be read, is not JSON, is not an
+        object or has an C{env} that is not an object.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SettingsError(
+            f"{path}: not UTF-8 text (byte {e.start + 1}); not changed"
+        ) from None
+    if not text.strip():
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SettingsError(
+            f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}; not changed"
+        ) from None
+    if not isinstance(settings, dict):
+        raise SettingsError(
+            f"{path}: the top level is a JSON {_kind(settings)}, not an object;"
+            " not changed"
+        )
+    env = settings.get("env")
+    if env is not None and not isinstance(env, dict):
+        raise SettingsError(
+            f'{path}: "env" is a JSON {_kind(env)}, not an object; not changed'
+        )
+    return settings
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return "object"
+
+
+def _realPath(path: str) -> str:
+    """
+    Where to write C{path}: through a symbolic link (a dotfiles checkout),
+    not over it.
+    """
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def writeAtomically(path: str, content: bytes, newMode: int = 0o600) -> None:
+    """
+    Replace C{path} with C{content} without ever truncating it, keeping its
+    mode (C{newMode} for a new file).
+    """
+    path = _realPath(path)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = newMode
+    descriptor, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def _serialise(settings: Mapping[str, Any]) -> bytes:
+    return (json.dumps(settings, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _backUp(context: Context, path: str) -> None:
+    backup = path + BACKUP_SUFFIX
+    with open(_realPath(path), "rb") as f:
+        original = f.read()
+    writeAtomically(backup, original, 0o600)
+    os.chmod(_realPath(backup), 0o600)
+    context.say(f"backed up {path} to {backup}")
+
+
+def _readRecord(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raise SettingsError(f"{path}: cannot read the setup record") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), str):
+        raise SettingsError(f"{path}: not a setup record ccrouter wrote")
+    return record
+
+
+def _shown(value: object) -> str:
+    return "(not set)" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def setup(context: Context, arguments: argparse.Namespace) -> int:
+    """
+    C{ccrouter setup claude [--undo]}.
+    """
+    try:
+        if arguments.undo:
+            return _undo(context)
+        return _setup(context)
+    except SettingsError as e:
+        context.complain(str(e))
+        return FAILURE
+    except OSError as e:
+        context.complain(f"{e.filename or 'settings'}: {e.strerror}")
+        return FAILURE
+
+
+def _setup(context: Context) -> int:
+    try:
+        url = proxyAddress(loadConfig(context)).url
+    except ConfigError as e:
+        context.complain(f"{e}; fix the config first ('ccrouter config check')")
+        return FAILURE
+    path = settingsPath(context.environ)
+    recordPath = context.paths.claudeSetupRecord
+    settings = readSettings(path)
+    existed = settings is not None
+    if settings is None:
+        settings = {}
+    env = settings.get("env")
+    hadKey = isinstance(env, dict) and KEY in env
+    previous = env.get(KEY) if isinstance(env, dict) else None
+    if hadKey and previous == url:
+        context.say(f"{path}: env.{KEY} is already {url}; nothing changed")
+        return OK
+
+    record = _readRecord(recordPath)
+    if record is not None and (
+        record.get("settings") != path or not hadKey or previous != record.get("url")
+    ):
+        # Stale: the value ccrouter set is no longer there, so what is there
+        # now is what to go back to.
+        record = None
+    if record is None:
+        record = {
+            "settings": path,
+            "had_key": hadKey,
+            "previous": previous,
+            "created_env": env is None,
+            "created_file": not existed,
+        }
+    record["url"] = url
+
+    if existed:
+        _backUp(context, path)
+    if env is None:
+        env = settings["env"] = {}
+    env[KEY] = url
+    os.makedirs(context.paths.stateDirectory, mode=0o700, exist_ok=True)
+    writeAtomically(recordPath, _serialise(record), 0o600)
+    writeAtomically(path, _serialise(settings), 0o600)
+    verb = "changed" if existed else "created"
+    context.say(
+        f"{verb} {path}: env.{KEY}:"
+        f" {_shown(previous if hadKey else None)} -> {_shown(url)}"
+    )
+    context.say(
+        f"('ccrouter setup claude --undo' restores {_shown(record['previous'])})"
+    )
+    _adviseNoProxy(context)
+    context.say(_RESTART)
+    return OK
+
+
+def _adviseNoProxy(context: Context) -> None:
+    proxied = any(
+        context.environ.get(name)
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+    )
+    exempt = context.environ.get("NO_PROXY", "") + context.environ.get("no_proxy", "")
+    if proxied and "127.0.0.1" not in exempt and "localhost" not in exempt:
+        context.say(
+            "An HTTP(S) proxy is set: add 127.0.0.1,localhost to NO_PROXY so that"
+            " Claude Code reaches ccrouter directly."
+        )
+
+
+def _undo(context: Context) -> int:
+    recordPath = context.paths.claudeSetupRecord
+    record = _readRecord(recordPath)
+    if record is None:
+        context.complain(
+            "nothing to undo: 'ccrouter setup claude' has not been run"
+            f" (no {recordPath})"
+        )
+        return FAILURE
+    path: str = record["settings"]
+    settings = readSettings(path)
+    if settings is None:
+        context.say(f"{path} is gone; nothing to restore")
+        os.unlink(recordPath)
+        return OK
+    env = settings.get("env")
+    current = env.get(KEY) if isinstance(env, dict) else None
+    if current != record.get("url"):
+        context.complain(
+            f"{path}: env.{KEY} is now {_shown(current)}, not the"
+            f" {_shown(record.get('url'))} ccrouter set; left as it is"
+            f" (delete {recordPath} to forget the setup)"
+        )
+        return FAILURE
+    assert isinstance(env, dict)
+    _backUp(context, path)
+    if record.get("had_key"):
+        env[KEY] = record.get("previous")
+        restored = _shown(record.get("previous"))
+    else:
+        del env[KEY]
+        restored = "(not set)"
+        if record.get("created_env") and not env:
+            del settings["env"]
+    if record.get("created_file") and not settings:
+        os.unlink(_realPath(path))
+        context.say(f"removed {path}, which 'ccrouter setup claude' created")
+    else:
+        writeAtomically(path, _serialise(settings), 0o600)
+        context.say(f"changed {path}: env.{KEY}: {_shown(current)} -> {restored}")
+    os.unlink(recordPath)
+    context.say(_RESTART)
+    return OK
