@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 from ccrouter.cli import FAILURE, OK, Context
 from ccrouter.config import ConfigError
 from ccrouter.control import loadConfig, proxyAddress
+from ccrouter.files import replaceFile
 
 KEY = "ANTHROPIC_BASE_URL"
 BACKUP_SUFFIX = ".ccrouter-backup"
@@ -122,29 +121,7 @@ def writeAtomically(path: str, content: bytes, newMode: int = 0o600) -> None:
     Replace C{path} with C{content} without ever truncating it, keeping its
     mode (C{newMode} for a new file).
     """
-    path = _realPath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = newMode
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    replaceFile(_realPath(path), content, mode=newMode, keepExistingMode=True)
 
 
 def _serialise(settings: Mapping[str, Any]) -> bytes:

@@ -10,7 +10,6 @@ import argparse
 import difflib
 import json
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from ccrouter.control import (
     proxyAddress,
 )
 from ccrouter.daemon import describeHealth
+from ccrouter.files import replaceFile
 from ccrouter.live import BREAKER_STATE_NAME
 from ccrouter.modes import readModeFile
 from ccrouter.routing import planRequest
@@ -81,25 +81,6 @@ def resolveModeName(word: str, config: Config) -> str | None:
     return None
 
 
-def _writeAtomically(path: str, content: bytes) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".mode-", dir=directory)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
 def mode(context: Context, arguments: argparse.Namespace) -> int:
     config = _config(context)
     if config is None:
@@ -138,7 +119,7 @@ def mode(context: Context, arguments: argparse.Namespace) -> int:
         )
         return FAILURE
     previous = _health(config)
-    _writeAtomically(config.modeFile, name.encode("utf-8") + b"\n")
+    replaceFile(config.modeFile, name.encode("utf-8") + b"\n", mode=0o644)
     if previous is None:
         context.say(f"mode: {name} (ccrouter is not running; it will start in it)")
         return OK

@@ -37,6 +37,7 @@ from ccrouter.config import (
     parseConfig,
     permissionWarning,
 )
+from ccrouter.files import replaceFile
 
 #: How many times C{config edit} re-opens the editor on an invalid config
 #: before it gives up.
@@ -528,19 +529,4 @@ def _replace(path: str, text: str) -> None:
     Replace C{path} whole with a 0600 file, so that a reader sees either
     the old text or the new.
     """
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path)
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    replaceFile(path, text.encode("utf-8"), mode=0o600)

@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +29,7 @@ from attrs import frozen
 from ccrouter.cli import FAILURE, OK, USAGE, Context
 from ccrouter.config import ConfigError
 from ccrouter.control import Address, configPathForDaemon, loadConfig, proxyAddress
+from ccrouter.files import replaceFile
 
 SERVICE_UNIT = "ccrouter.service"
 SOCKET_UNIT = "ccrouter.socket"
@@ -289,26 +289,9 @@ def referencedVariables(configPath: str | None) -> list[str]:
 
 def writeFile(path: str, content: bytes) -> None:
     """
-    Replace C{path} with C{content} atomically, mode 0644.
+    Replace C{path} with C{content} atomically, mode 0644 (no secrets).
     """
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}."
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    replaceFile(path, content, mode=0o644)
 
 
 def _remove(context: Context, path: str, quiet: bool = False) -> bool:

@@ -7,12 +7,11 @@ restart does not send traffic straight back to a target in cooldown.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from ccrouter.breaker import Breaker, BreakerBoard, BreakerPolicy
+from ccrouter.files import replaceFile
 
 FORMAT_VERSION = 1
 #: A state file larger than this was not written by ccrouter.
@@ -82,23 +81,7 @@ def saveBoard(
 
     @raise OSError: If it cannot be written.
     """
-    content = encodeBoard(board, now(), wallNow())
-    directory = os.path.dirname(path) or "."
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=".breakers-", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    replaceFile(path, encodeBoard(board, now(), wallNow()), mode=0o600)
 
 
 def loadBoard(path: str, board: BreakerBoard, now: float, wallNow: float) -> list[str]:
