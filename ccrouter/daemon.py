@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ccrouter.cli import FAILURE, OK, Context
@@ -34,11 +35,17 @@ _POLL = 0.1
 _PLUGIN_OPTIONS = {"--config": True, "-c": True, "--listen": True, "--version": False}
 
 
-def twistdCommand() -> list[str]:
+def twistdCommand(python: str | None = None) -> list[str]:
     """
-    twistd from the Python that runs this command.
+    How to run the twistd of the environment C{python} (this command's own
+    by default) belongs to: the C{twistd} script beside it, or the
+    interpreter running twistd's C{run}.
     """
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    python = python or sys.executable
+    beside = Path(python).with_name("twistd")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    return [python, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def _splitOptions(options: Sequence[str]) -> tuple[list[str], list[str]]:

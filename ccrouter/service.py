@@ -29,6 +29,7 @@ from attrs import frozen
 from ccrouter.cli import FAILURE, OK, USAGE, Context
 from ccrouter.config import ConfigError
 from ccrouter.control import Address, configPathForDaemon, loadConfig, proxyAddress
+from ccrouter.daemon import twistdCommand
 from ccrouter.files import replaceFile
 
 SERVICE_UNIT = "ccrouter.service"
@@ -81,17 +82,6 @@ def runCommand(command: Sequence[str], environ: Mapping[str, str]) -> Outcome:
 
 
 # The pure generators.
-
-
-def twistdCommand(python: str) -> list[str]:
-    """
-    How to run the twistd of the environment C{python} belongs to: the
-    C{twistd} script beside it, or the interpreter running twistd's C{run}.
-    """
-    beside = Path(python).with_name("twistd")
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    return [python, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def serverCommand(python: str, configPath: str | None, socket: bool) -> list[str]:
