@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ccrouter.config import parseConfig
@@ -22,6 +25,7 @@ from ccrouter.daemon import _splitOptions, describeHealth
 from tests.mockupstream import MockUpstream, anthropicMessage, respondJSON
 from tests.proxyprocess import ProxyProcess, childEnvironment
 from tests.test_end_to_end import freePort
+from tests.test_end_to_end_modes import waitFor
 
 CANARY = "zai-DAEMON-CANARY-5d1e"
 
@@ -202,6 +206,53 @@ class LifecycleTests(CommandCase):
             reactor=reactor,
         )
         self.assertEqual(json.loads(out)["content"][0]["text"], "via the daemon")
+        self.assertEqual((await self.ccrouter("stop"))[0], 0)
+
+
+class _Follower(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class FollowTests(CommandCase):
+    async def test_logsFollow(self) -> None:
+        """
+        C{logs -f} prints what the daemon logs after it started following.
+        """
+        self.writeConfig(self.modesConfig())
+        self.assertEqual((await self.ccrouter("start"))[0], 0)
+        follower = _Follower()
+        process = reactor.spawnProcess(
+            follower,
+            sys.executable,
+            [
+                sys.executable,
+                "-c",
+                "from ccrouter.cli import entryPoint; entryPoint()",
+                "logs",
+                "-f",
+                "-n",
+                "1",
+            ],
+            env=self.environ,
+        )
+        self.addCleanup(lambda: follower.ended)
+        self.addCleanup(process.signalProcess, "KILL")
+        await waitFor(lambda: follower.output, what="the last log line")
+        self.assertNotIn(b"mode is now claude", follower.output)
+        self.assertEqual((await self.ccrouter("claude"))[0], 0)
+        await waitFor(
+            lambda: b"mode is now claude" in follower.output,
+            what="the mode switch in the followed log",
+            detail=lambda: follower.output,
+        )
         self.assertEqual((await self.ccrouter("stop"))[0], 0)
 
 
