@@ -172,7 +172,7 @@ def setup(context: Context, arguments: argparse.Namespace) -> int:
 
 def _setup(context: Context) -> int:
     try:
-        url = proxyAddress(loadConfig(context)).url
+        url = proxyAddress(loadConfig(context, needsSecrets=False)).url
     except ConfigError as e:
         context.complain(f"{e}; fix the config first ('ccrouter config check')")
         return FAILURE

@@ -35,7 +35,7 @@ _SWITCH_WAIT = 3.0
 
 def _config(context: Context) -> Config | None:
     try:
-        return loadConfig(context)
+        return loadConfig(context, needsSecrets=False)
     except ConfigError as e:
         context.complain(str(e))
         return None

@@ -18,28 +18,41 @@ from attrs import frozen
 from ccrouter.cli import Context
 from ccrouter.config import Config, ConfigError
 
+#: A C{${NAME}} reference (not the C{$${NAME}} escape).
+_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: C{tcp:PORT:interface=HOST} and C{tcp6:...}, the endpoints a client can
 #: reach by address.
 _TCP_ENDPOINT = re.compile(r"tcp6?:(?:port=)?(\d+)(?::(.*))?\Z")
 
 
-def loadConfig(context: Context) -> Config:
+def loadConfig(context: Context, needsSecrets: bool = True) -> Config:
     """
     The config the daemon would load: the file if there is one, otherwise
     the built-in default, with the same environment overrides.
 
+    @param needsSecrets: Whether C{${NAME}} references must be set in this
+        environment; commands that only need modes and addresses say no.
     @raise ConfigError: If it is not valid.
     """
     from ccrouter import tap
 
     path = context.paths.configFile
     try:
-        open(path, "rb").close()
+        with open(path, encoding="utf-8", errors="replace") as configFile:
+            text = configFile.read()
     except FileNotFoundError:
         return tap.loadConfig(None, context.environ)
     except OSError as e:
         raise ConfigError(path, None, "", f"cannot read: {e.strerror}") from None
-    return tap.loadConfig(path, context.environ)
+    environ = dict(context.environ)
+    if not needsSecrets:
+        # Switching modes or asking for status needs the modes and the
+        # address, not the provider keys, which may live only in the
+        # daemon's environment (a systemd EnvironmentFile, say).
+        for name in _REFERENCE.findall(text):
+            if not environ.get(name):
+                environ[name] = f"unset-{name}"
+    return tap.loadConfig(path, environ)
 
 
 def configPathForDaemon(context: Context) -> str | None:

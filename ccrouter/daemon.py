@@ -145,7 +145,7 @@ def runningPid(context: Context) -> int | None:
 
 def _address(context: Context) -> Address | None:
     try:
-        return proxyAddress(loadConfig(context))
+        return proxyAddress(loadConfig(context, needsSecrets=False))
     except ConfigError as e:
         context.complain(str(e))
         return None

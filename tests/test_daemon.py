@@ -315,7 +315,12 @@ class FailureTests(CommandCase):
         self.assertEqual(code, 2)
 
     async def test_modeWhileStopped(self) -> None:
+        """
+        Modes can be switched while the daemon is stopped, and from a shell
+        that lacks the provider keys the config refers to.
+        """
         self.writeConfig(self.modesConfig())
+        del self.environ["ZKEY"]
         code, out, _ = await self.ccrouter("mode", "glm")
         self.assertEqual(
             (code, out),
