@@ -172,10 +172,17 @@ def setup(context: Context, arguments: argparse.Namespace) -> int:
 
 def _setup(context: Context) -> int:
     try:
-        url = proxyAddress(loadConfig(context, needsSecrets=False)).url
+        address = proxyAddress(loadConfig(context, needsSecrets=False))
     except ConfigError as e:
         context.complain(f"{e}; fix the config first ('ccrouter config check')")
         return FAILURE
+    if address.unixPath is not None:
+        context.complain(
+            "ccrouter listens only on a UNIX socket, and Claude Code needs an"
+            " http:// address: add a tcp endpoint to server.listen"
+        )
+        return FAILURE
+    url = address.url
     path = settingsPath(context.environ)
     recordPath = context.paths.claudeSetupRecord
     settings = readSettings(path)

@@ -20,9 +20,8 @@ from ccrouter.control import (
     ProxyUnreachableError,
     fetchHealth,
     loadConfig,
-    proxyAddress,
 )
-from ccrouter.daemon import describeHealth
+from ccrouter.daemon import currentAddress, describeHealth
 from ccrouter.files import replaceFile
 from ccrouter.live import BREAKER_STATE_NAME
 from ccrouter.modes import readModeFile
@@ -41,9 +40,9 @@ def _config(context: Context) -> Config | None:
         return None
 
 
-def _health(config: Config) -> dict[str, Any] | None:
+def _health(context: Context, config: Config) -> dict[str, Any] | None:
     try:
-        return fetchHealth(proxyAddress(config))
+        return fetchHealth(currentAddress(context, config))
     except ProxyUnreachableError:
         return None
 
@@ -87,7 +86,7 @@ def mode(context: Context, arguments: argparse.Namespace) -> int:
         return FAILURE
     names = ", ".join(each.name for each in config.modes)
     if arguments.name is None:
-        health = _health(config)
+        health = _health(context, config)
         if health is not None:
             source = "mode file" if health["mode_source"] == "file" else "default"
             context.say(f"{health['mode']} (from the {source})")
@@ -118,7 +117,7 @@ def mode(context: Context, arguments: argparse.Namespace) -> int:
             " a config with modes"
         )
         return FAILURE
-    previous = _health(config)
+    previous = _health(context, config)
     replaceFile(config.modeFile, name.encode("utf-8") + b"\n", mode=0o644)
     if previous is None:
         context.say(f"mode: {name} (ccrouter is not running; it will start in it)")
@@ -126,7 +125,7 @@ def mode(context: Context, arguments: argparse.Namespace) -> int:
     deadline = time.monotonic() + _SWITCH_WAIT
     health = previous
     while time.monotonic() < deadline:
-        health = _health(config) or health
+        health = _health(context, config) or health
         if health["mode"] == name:
             context.say(f"mode: {name} (was {previous['mode']})")
             return OK
@@ -142,7 +141,7 @@ def health(context: Context, arguments: argparse.Namespace) -> int:
     config = _config(context)
     if config is None:
         return FAILURE
-    address = proxyAddress(config)
+    address = currentAddress(context, config)
     try:
         document = fetchHealth(address)
     except ProxyUnreachableError as e:
@@ -208,7 +207,7 @@ def explain(context: Context, arguments: argparse.Namespace) -> int:
     config = _config(context)
     if config is None:
         return FAILURE
-    health = _health(config)
+    health = _health(context, config)
     if arguments.mode is not None:
         modeName = resolveModeName(arguments.mode, config)
         if modeName is None:

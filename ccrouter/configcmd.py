@@ -37,6 +37,7 @@ from ccrouter.config import (
     parseConfig,
     permissionWarning,
 )
+from ccrouter.control import PLACEHOLDER_PREFIX, withPlaceholders
 from ccrouter.files import replaceFile
 
 #: How many times C{config edit} re-opens the editor on an invalid config
@@ -82,7 +83,7 @@ def _show(context: Context) -> int:
 
     path = context.paths.configFile
     try:
-        loaded = loadConfig(context)
+        loaded = loadConfig(context, needsSecrets=False)
     except ConfigError as e:
         context.complain(str(e))
         return FAILURE
@@ -207,6 +208,8 @@ def maskSecret(auth: Auth) -> str:
     """
     What is shown of a credential: its length, never any of its characters.
     """
+    if PLACEHOLDER_PREFIX in auth.value:
+        return "<from the environment; not set in this shell>"
     return f"<secret, {len(auth.value)} characters>"
 
 
@@ -380,7 +383,7 @@ def _problems(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return [ConfigError(source, None, "", "is not UTF-8 text")]
-    return checkConfig(text, source, context.environ, directory)
+    return checkConfig(text, source, withPlaceholders(context, text), directory)
 
 
 def _changedLines(before: bytes, after: bytes) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 from typing import Any
 
 from attrs import frozen
@@ -44,15 +45,26 @@ def loadConfig(context: Context, needsSecrets: bool = True) -> Config:
         return tap.loadConfig(None, context.environ)
     except OSError as e:
         raise ConfigError(path, None, "", f"cannot read: {e.strerror}") from None
-    environ = dict(context.environ)
-    if not needsSecrets:
-        # Switching modes or asking for status needs the modes and the
-        # address, not the provider keys, which may live only in the
-        # daemon's environment (a systemd EnvironmentFile, say).
-        for name in _REFERENCE.findall(text):
-            if not environ.get(name):
-                environ[name] = f"unset-{name}"
+    environ = context.environ if needsSecrets else withPlaceholders(context, text)
     return tap.loadConfig(path, environ)
+
+
+#: What a C{${NAME}} the command's environment lacks stands for.
+PLACEHOLDER_PREFIX = "unset-"
+
+
+def withPlaceholders(context: Context, text: str) -> dict[str, str]:
+    """
+    The environment, with a stand-in for each variable C{text} refers to
+    and the environment lacks.  Switching modes, showing or editing the
+    config needs its shape, not the provider keys, which may live only in
+    the daemon's environment (a systemd C{EnvironmentFile}, say).
+    """
+    environ = dict(context.environ)
+    for name in _REFERENCE.findall(text):
+        if not environ.get(name):
+            environ[name] = PLACEHOLDER_PREFIX + name
+    return environ
 
 
 def configPathForDaemon(context: Context) -> str | None:
@@ -70,13 +82,36 @@ def configPathForDaemon(context: Context) -> str | None:
 
 @frozen
 class Address:
+    """
+    Where the proxy answers: a TCP host and port, or a UNIX socket.
+    """
+
     host: str
     port: int
+    unixPath: str | None = None
 
     @property
     def url(self) -> str:
+        if self.unixPath is not None:
+            return f"unix:{self.unixPath}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.unixPath is not None:
+            return _UnixConnection(self.unixPath, timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
 
 
 def proxyAddress(config: Config, environ: dict[str, str] | None = None) -> Address:
@@ -99,6 +134,10 @@ def proxyAddress(config: Config, environ: dict[str, str] | None = None) -> Addre
         elif host == "::":
             host = "::1"
         return Address(host, int(match.group(1)))
+    for description in config.server.listen:
+        if description.startswith("unix:"):
+            path = re.split(r"(?<!\\):", description[len("unix:") :])[0]
+            return Address("localhost", 0, path.replace("\\", ""))
     return Address(config.server.host, config.server.port)
 
 
@@ -114,7 +153,7 @@ def fetchHealth(address: Address, timeout: float = 3.0) -> dict[str, Any]:
 
     @raise ProxyUnreachableError: If it cannot be had.
     """
-    connection = http.client.HTTPConnection(address.host, address.port, timeout=timeout)
+    connection = address.connection(timeout)
     try:
         connection.request("GET", "/health", headers={"Host": address.host})
         response = connection.getresponse()

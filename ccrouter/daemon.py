@@ -8,6 +8,7 @@ the state directory (C{start}, C{stop}, C{restart}, C{status}, C{logs}).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -17,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ccrouter.cli import FAILURE, OK, Context
-from ccrouter.config import ConfigError
+from ccrouter.cli import FAILURE, OK, USAGE, Context
+from ccrouter.config import Config, ConfigError
 from ccrouter.control import (
     Address,
     ProxyUnreachableError,
@@ -27,6 +28,7 @@ from ccrouter.control import (
     loadConfig,
     proxyAddress,
 )
+from ccrouter.files import replaceFile
 from ccrouter.logs import LOG_FILE_VARIABLE, formatLine, readableLines
 
 #: How often the command looks again while it waits for the daemon.
@@ -105,17 +107,39 @@ def _processExists(pid: int) -> bool:
     return True
 
 
-def _isOurs(pid: int) -> bool:
+def _commandLine(pid: int) -> list[str] | None:
     """
-    Whether C{pid} is a ccrouter daemon (where C{/proc} can tell).
+    The arguments C{pid} runs with, if the system says.
     """
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"ccrouter" in cmdline.read()
+            return cmdline.read().decode("utf-8", "replace").split("\0")
     except FileNotFoundError:
-        return _processExists(pid)
+        pass
     except OSError:
-        return True
+        return None
+    try:
+        shown = subprocess.run(
+            ["ps", "-o", "command=", "-p", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return shown.stdout.split() if shown.returncode == 0 else None
+
+
+def _isOurs(pid: int, pidFile: str) -> bool:
+    """
+    Whether C{pid} is the daemon C{start} left with C{pidFile}: a twistd
+    running the ccrouter plugin with that pid file, not just any process
+    whose command line mentions ccrouter (an editor on its log, say).
+    """
+    arguments = _commandLine(pid)
+    if arguments is None:
+        return _processExists(pid)
+    return "ccrouter" in arguments and pidFile in arguments
 
 
 def runningPid(context: Context) -> int | None:
@@ -133,7 +157,7 @@ def runningPid(context: Context) -> int | None:
         context.complain(f"cannot read {path}: {e.strerror}")
         return None
     pid = int(text) if text.isdigit() else None
-    if pid is not None and _processExists(pid) and _isOurs(pid):
+    if pid is not None and _processExists(pid) and _isOurs(pid, path):
         return pid
     try:
         os.unlink(path)
@@ -143,7 +167,37 @@ def runningPid(context: Context) -> int | None:
     return None
 
 
-def _address(context: Context) -> Address | None:
+def currentAddress(context: Context, config: Config) -> Address:
+    """
+    Where the running proxy answers: as recorded by the C{start} that
+    launched it (its environment may have differed from this one), or as
+    C{config} says.
+    """
+    if runningPid(context) is not None:
+        recorded = _recordedAddress(context)
+        if recorded is not None:
+            return recorded
+    return proxyAddress(config)
+
+
+def _recordedAddress(context: Context) -> Address | None:
+    try:
+        with open(context.paths.addressFile) as recorded:
+            saved = json.load(recorded)
+        return Address(saved["host"], saved["port"], saved.get("unixPath"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _address(context: Context, running: bool = True) -> Address | None:
+    """
+    Where the proxy answers: as recorded by the C{start} of the daemon that
+    runs, or else as the config (and this environment) says.
+    """
+    if running:
+        recorded = _recordedAddress(context)
+        if recorded is not None:
+            return recorded
     try:
         return proxyAddress(loadConfig(context, needsSecrets=False))
     except ConfigError as e:
@@ -169,7 +223,10 @@ def _whyItFailed(context: Context) -> None:
     ]
     problems = [text for text in logged if "error" in text.lower()][-10:]
     for line in startup + problems or logged[-10:]:
-        context.complain(line)
+        if line.startswith("ccrouter: "):
+            context.err.write(line + "\n")
+        else:
+            context.complain(line)
     context.complain(f"the log is {paths.logFile}")
 
 
@@ -179,10 +236,16 @@ def start(context: Context, arguments: argparse.Namespace) -> int:
     if pid is not None:
         context.say(f"ccrouter is already running (pid {pid})")
         return OK
-    address = _address(context)
+    address = _address(context, running=False)
     if address is None:
         return FAILURE
     os.makedirs(paths.stateDirectory, mode=0o700, exist_ok=True)
+    replaceFile(
+        paths.addressFile,
+        json.dumps(
+            {"host": address.host, "port": address.port, "unixPath": address.unixPath}
+        ).encode("utf-8"),
+    )
     config = configPathForDaemon(context)
     command = [
         *twistdCommand(),
@@ -211,6 +274,11 @@ def start(context: Context, arguments: argparse.Namespace) -> int:
     deadline = time.monotonic() + arguments.timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            pid = runningPid(context)
+            if pid is not None:
+                # Another 'start' won the race.
+                context.say(f"ccrouter is already running (pid {pid})")
+                return OK
             context.complain(
                 f"ccrouter did not start (exit status {process.returncode})"
             )
@@ -352,7 +420,7 @@ def describeHealth(health: dict[str, Any]) -> list[str]:
 
 def status(context: Context, arguments: argparse.Namespace) -> int:
     pid = runningPid(context)
-    address = _address(context)
+    address = _address(context, running=pid is not None)
     if address is None:
         return FAILURE
     try:
@@ -376,6 +444,9 @@ def status(context: Context, arguments: argparse.Namespace) -> int:
 
 
 def logs(context: Context, arguments: argparse.Namespace) -> int:
+    if arguments.lines < 0:
+        context.complain("--lines cannot be negative")
+        return USAGE
     path = context.paths.logFile
     try:
         stream = open(path, encoding="utf-8", errors="replace")
@@ -383,7 +454,8 @@ def logs(context: Context, arguments: argparse.Namespace) -> int:
         context.complain(f"no log yet at {path}")
         return FAILURE
     with stream:
-        for line in list(readableLines(stream))[-arguments.lines :]:
+        lines = list(readableLines(stream))
+        for line in lines[len(lines) - arguments.lines :] if arguments.lines else []:
             context.say(line)
         if not arguments.follow:
             return OK

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_paths -*-
 """
 Where ccrouter keeps its files, following the XDG base directory
-conventions: the config (and the mode file beside it) under
-C{$XDG_CONFIG_HOME/ccrouter}, the pid file, logs and breaker state under
+conventions: the config (and the mode file and breaker state beside it)
+under C{$XDG_CONFIG_HOME/ccrouter}, the pid file and logs under
 C{$XDG_STATE_HOME/ccrouter}; C{CCROUTER_HOME} puts everything in one
 directory and C{CCROUTER_CONFIG} names the config file.  Pure: the
 environment is passed in.
@@ -27,6 +27,13 @@ class Paths:
     @property
     def pidFile(self) -> str:
         return os.path.join(self.stateDirectory, "ccrouter.pid")
+
+    @property
+    def addressFile(self) -> str:
+        """
+        Where the daemon C{start} left answers, as its environment said.
+        """
+        return os.path.join(self.stateDirectory, "ccrouter.address")
 
     @property
     def logFile(self) -> str:

@@ -366,7 +366,7 @@ def _installSystemd(
     socket: bool = arguments.socket
     configPath = configPathForDaemon(context)
     try:
-        address = proxyAddress(loadConfig(context))
+        address = proxyAddress(loadConfig(context, needsSecrets=False))
     except ConfigError as e:
         context.complain(f"{e}; fix the config first ('ccrouter config check')")
         return FAILURE
@@ -480,7 +480,7 @@ def _installLaunchd(
 ) -> int:
     configPath = configPathForDaemon(context)
     try:
-        address = proxyAddress(loadConfig(context))
+        address = proxyAddress(loadConfig(context, needsSecrets=False))
     except ConfigError as e:
         context.complain(f"{e}; fix the config first ('ccrouter config check')")
         return FAILURE

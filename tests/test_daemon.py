@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -177,6 +178,17 @@ class LifecycleTests(CommandCase):
         self.assertEqual((code, out), (1, "ccrouter is not running\n"))
         self.assertIn("removed a stale pid file", err)
         self.assertFalse((self.home / "ccrouter.pid").exists())
+        # A process that merely mentions ccrouter (a tail on its log) is
+        # not the daemon, and must not be stopped as one.
+        (self.home / "ccrouter.log").write_text("")
+        tail = subprocess.Popen(["tail", "-f", str(self.home / "ccrouter.log")])
+        self.addCleanup(tail.wait)
+        self.addCleanup(tail.kill)
+        (self.home / "ccrouter.pid").write_text(str(tail.pid))
+        code, out, err = await self.ccrouter("stop")
+        self.assertEqual((code, out), (0, "ccrouter is not running\n"))
+        self.assertIn("removed a stale pid file", err)
+        self.assertIsNone(tail.poll())
         (self.home / "ccrouter.pid").write_text("999999999\n")
         code, out, err = await self.ccrouter("start")
         self.assertEqual(code, 0, err)
@@ -254,6 +266,53 @@ class FollowTests(CommandCase):
             detail=lambda: follower.output,
         )
         self.assertEqual((await self.ccrouter("stop"))[0], 0)
+
+
+class AddressTests(CommandCase):
+    async def test_unixSocketOnly(self) -> None:
+        """
+        A proxy that listens only on a UNIX socket is still started,
+        queried and stopped; Claude Code cannot be pointed at it.
+        """
+        socketPath = self.home / "ccrouter.sock"
+        self.writeConfig(f'server: {{listen: ["unix:{socketPath}"]}}\n')
+        code, out, err = await self.ccrouter("start")
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"listening on unix:{socketPath}", out)
+        code, out, err = await self.ccrouter("status")
+        self.assertEqual(code, 0, err)
+        code, _, err = await self.ccrouter("setup", "claude")
+        self.assertEqual(code, 1)
+        self.assertIn("needs an http:// address", err)
+        self.assertEqual((await self.ccrouter("stop"))[0], 0)
+
+    async def test_addressFromTheStartingEnvironment(self) -> None:
+        """
+        A daemon started with C{CCROUTER_PORT} is found by commands run
+        without it.
+        """
+        self.writeConfig(self.modesConfig())
+        other = freePort()
+        self.environ["CCROUTER_PORT"] = str(other)
+        self.assertEqual((await self.ccrouter("start"))[0], 0)
+        del self.environ["CCROUTER_PORT"]
+        code, out, err = await self.ccrouter("status")
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"http://127.0.0.1:{other}", out)
+        code, out, err = await self.ccrouter("c")
+        self.assertEqual((code, out), (0, "mode: claude (was auto)\n"), err)
+        self.assertEqual((await self.ccrouter("stop"))[0], 0)
+
+    async def test_configShowWithoutTheKeys(self) -> None:
+        """
+        The shell may lack the keys the daemon gets from elsewhere: the
+        config is still shown, and the key says where it comes from.
+        """
+        self.writeConfig(self.modesConfig())
+        del self.environ["ZKEY"]
+        code, out, err = await self.ccrouter("config", "show")
+        self.assertEqual(code, 0, err)
+        self.assertIn("<from the environment; not set in this shell>", out)
 
 
 class ServeTests(CommandCase):
