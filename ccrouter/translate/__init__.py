@@ -1,0 +1,1 @@
+"""Pure Anthropic Messages <-> OpenAI Chat Completions translation."""
