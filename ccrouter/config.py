@@ -27,6 +27,12 @@ from attrs import define, evolve, field, frozen
 
 from ccrouter.breaker import BreakerPolicy
 from ccrouter.routing import ModelPattern
+from ccrouter.translate.profiles import (
+    COMPAT_PROFILES,
+    PROFILES,
+    AnthropicCompat,
+    Profile,
+)
 
 DEFAULT_UPSTREAM_URL = "https://api.anthropic.com"
 DEFAULT_HOST = "127.0.0.1"
@@ -124,6 +130,12 @@ class Upstream:
     auth: Auth | None
     forwardsClientCredentials: bool
     timeouts: Timeouts
+    #: C{anthropic} (Messages API) or C{openai} (Chat Completions, translated).
+    format: str = "anthropic"
+    #: For C{openai}: the upstream's quirks.
+    profile: Profile | None = None
+    #: For an Anthropic-compatible third party: what it rejects.
+    compat: AnthropicCompat | None = None
 
     @property
     def origin(self) -> str:
@@ -423,6 +435,8 @@ class _Located:
         return _Located(node, f"{self.key}.{name}" if self.key else name, self.source)
 
 
+#: What an upstream may say, under C{upstreams} or in a route.
+_UPSTREAM_KEYS = ("url", "auth", "timeouts", "format", "profile", "compat")
 _ENV_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -730,7 +744,7 @@ class _ConfigReader:
             with self._recovering() as recovery:
                 if name == "default":
                     raise item.error("'default' is reserved for the default upstream")
-                fields = self._mapping(item, ("url", "auth", "timeouts"))
+                fields = self._mapping(item, _UPSTREAM_KEYS)
                 named[name] = self._upstream(
                     item, fields, name, timeouts, forwardsClientCredentials=False
                 )
@@ -967,7 +981,7 @@ class _ConfigReader:
                     + _suggestion(name, named)
                 )
             return named[name]
-        fields = self._mapping(located, ("url", "auth", "timeouts"))
+        fields = self._mapping(located, _UPSTREAM_KEYS)
         upstream = self._upstream(
             located, fields, "", timeouts, forwardsClientCredentials=False
         )
@@ -999,13 +1013,82 @@ class _ConfigReader:
         else:
             assert located is not None
             raise located.error("an upstream needs 'url'")
-        return self._upstreamFromParts(
+        upstream = self._upstreamFromParts(
             name,
             url,
             urlField,
             auth,
             timeouts,
             forwardsClientCredentials and auth is None,
+        )
+        return self._dialect(upstream, fields)
+
+    def _dialect(self, upstream: Upstream, fields: Mapping[str, _Located]) -> Upstream:
+        """
+        The upstream's wire format and, for it, its profile: an OpenAI-format
+        upstream's quirks, or what an Anthropic-compatible one rejects.
+        """
+        wireFormat = "anthropic"
+        if "format" in fields:
+            wireFormat = self._string(fields["format"])
+            if wireFormat not in ("anthropic", "openai"):
+                raise fields["format"].error(
+                    f"{wireFormat!r} is not a format; use 'anthropic' or 'openai'"
+                )
+        profile = None
+        if wireFormat == "openai":
+            name = self._string(fields["profile"]) if "profile" in fields else "generic"
+            if name not in PROFILES:
+                raise fields["profile"].error(
+                    f"no profile named {name!r}"
+                    + _suggestion(name, tuple(PROFILES))
+                    + f" (profiles: {', '.join(PROFILES)})"
+                )
+            profile = PROFILES[name]
+        elif "profile" in fields:
+            raise fields["profile"].error(
+                "'profile' is for 'format: openai' upstreams; an"
+                " Anthropic-compatible one takes 'compat'"
+            )
+        compat = None
+        if "compat" in fields:
+            if wireFormat != "anthropic":
+                raise fields["compat"].error(
+                    "'compat' is for Anthropic-format upstreams"
+                )
+            compat = self._compat(fields["compat"])
+        return evolve(upstream, format=wireFormat, profile=profile, compat=compat)
+
+    def _compat(self, located: _Located) -> AnthropicCompat:
+        if isinstance(located.node, yaml.ScalarNode):
+            name = self._string(located)
+            if name not in COMPAT_PROFILES:
+                raise located.error(
+                    f"no compat profile named {name!r}"
+                    + _suggestion(name, tuple(COMPAT_PROFILES))
+                    + f" (compat profiles: {', '.join(COMPAT_PROFILES)})"
+                )
+            return COMPAT_PROFILES[name]
+        fields = self._mapping(
+            located, ("drop_betas", "drop_headers", "drop_fields", "set_headers")
+        )
+
+        def strings(key: str) -> tuple[str, ...]:
+            if key not in fields:
+                return ()
+            return tuple(self._nonEmptyString(item) for item in self._list(fields[key]))
+
+        setHeaders: list[tuple[str, str]] = []
+        for header, value in self._mapping(fields.get("set_headers"), None).items():
+            if not _HEADER_NAME.match(header) or header.lower() in _RESERVED_HEADERS:
+                raise value.error(f"{header!r} cannot be set here")
+            setHeaders.append((header, self._string(value)))
+        return AnthropicCompat(
+            name="custom",
+            dropBetas=frozenset(strings("drop_betas")),
+            dropHeaders=frozenset(name.lower() for name in strings("drop_headers")),
+            dropFields=strings("drop_fields"),
+            setHeaders=tuple(setHeaders),
         )
 
     def _upstreamFromParts(

@@ -6,6 +6,8 @@ with treq and relay the response.
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Callable
 from typing import cast
 
@@ -36,6 +38,7 @@ from zope.interface import implementer
 
 from ccrouter.breaker import (
     CLIENT_LEFT,
+    SUCCEEDED,
     Breaker,
     Outcome,
     State,
@@ -43,17 +46,25 @@ from ccrouter.breaker import (
     Verdict,
 )
 from ccrouter.config import Upstream
-from ccrouter.errors import ProxyError, errorForStatus, isAnthropicError
+from ccrouter.dialects import LocalAnswer, Outbound, Translation, prepare
+from ccrouter.errors import (
+    ProxyError,
+    errorForStatus,
+    isAnthropicError,
+    upstreamUnavailable,
+)
 from ccrouter.failures import (
     describeFailure,
     describeHeadersTimeout,
     isConnectTimeout,
 )
-from ccrouter.headers import clientResponseHeaders, upstreamRequestHeaders
+from ccrouter.headers import clientResponseHeaders
 from ccrouter.live import LiveState
 from ccrouter.outcomes import outcomeOfStatus
-from ccrouter.relay import ResponseRelay
+from ccrouter.relay import ResponseRelay, TranslatingRelay
 from ccrouter.routing import Plan, planRequest
+from ccrouter.translate.response import messageId, translateError, translateResponse
+from ccrouter.translate.stream import StreamTranslator
 
 #: Returns the agent that reaches an upstream (one shared connection pool).
 AgentFor = Callable[[Upstream], IAgent]
@@ -63,6 +74,8 @@ _SERVER_DEFAULTS = (b"server", b"date", b"content-type")
 
 #: An upstream error body larger than this is not passed on whole.
 _ERROR_BODY_LIMIT = 64 * 1024
+#: A translated (non-streaming) answer larger than this is refused.
+_TRANSLATED_BODY_LIMIT = 32 * 1024 * 1024
 #: The longest silence waited out while reading an error body.
 _ERROR_BODY_IDLE = 30.0
 
@@ -293,6 +306,7 @@ class _Exchange:
         self._pending: Deferred[_Response] | None = None
         self._relay: ResponseRelay | None = None
         self._errorBody: _ErrorBody | None = None
+        self._translation: Translation | None = None
 
     @property
     def _upstream(self) -> Upstream:
@@ -334,18 +348,29 @@ class _Exchange:
         self._recorded = False
         self._timedOut = False
         request = self._request
-        headers = upstreamRequestHeaders(request.requestHeaders, self._upstream)
+        outbound = prepare(
+            self._attempt,
+            request.method,
+            request.uri,
+            request.requestHeaders,
+            self._plan.clientModel,
+        )
+        if not isinstance(outbound, Outbound):
+            self._answerLocally(outbound)
+            return
+        self._translation = outbound.translation
         # A fresh HTTPClient per request: its cookie jar must not carry one
         # upstream's cookies into another client's request.
         client = HTTPClient(_VerbatimAgent(self._agentFor(self._upstream)))
         self._headersTimer = self._clock.callLater(
             self._headersTimeout, self._headersTimedOut
         )
+        sendBody = self._sendBody or outbound.translation is not None
         pending = client.request(
             request.method.decode("ascii"),
-            self._upstream.urlFor(request.uri),
-            headers=headers,
-            data=_BytesProducer(self._attempt.body) if self._sendBody else None,
+            outbound.url,
+            headers=outbound.headers,
+            data=_BytesProducer(outbound.body) if sendBody else None,
             allow_redirects=False,
             unbuffered=True,
         )
@@ -413,6 +438,10 @@ class _Exchange:
         if outcome.isFailure and self._remaining:
             response.deliverBody(_Discard())
             self._failOver(outcome.reason)
+        elif self._translation is not None:
+            self._answerTranslated(
+                response, self._translation, outcome.isFailure and self._plan.failover
+            )
         elif outcome.isFailure and self._plan.failover:
             self._answerExhausted(response)
         else:
@@ -505,6 +534,121 @@ class _Exchange:
             _writeFinal(self._request, body)
 
         collector.finished.addCallback(answer).addErrback(self._bug)
+
+    def _answerLocally(self, answer: LocalAnswer | ProxyError) -> None:
+        """
+        Answer without an upstream: a token count estimated here, or a
+        request the attempt's upstream cannot take.
+        """
+        self._record(Outcome(Verdict.NEUTRAL, "answered locally"))
+        if isinstance(answer, ProxyError):
+            writeError(self._request, answer)
+            return
+        request = self._request
+        request.setResponseCode(answer.status)
+        for name, value in answer.headers:
+            request.responseHeaders.setRawHeaders(name, [value])
+        request.responseHeaders.setRawHeaders(
+            b"content-length", [b"%d" % len(answer.body)]
+        )
+        request.write(answer.body)
+        request.finish()
+
+    def _answerTranslated(
+        self, response: _Response, translation: Translation, exhausted: bool
+    ) -> None:
+        """
+        Answer from an OpenAI-format upstream, in Anthropic's format: a
+        stream translated event by event, or a whole body translated once
+        it is in.
+        """
+        request = self._request
+        success = 200 <= response.code < 300
+        if success and translation.streaming:
+            request.setResponseCode(200)
+            for name in _SERVER_DEFAULTS:
+                request.responseHeaders.removeHeader(name)
+            request.defaultContentType = None
+            request.responseHeaders.setRawHeaders(
+                b"content-type", [b"text/event-stream; charset=utf-8"]
+            )
+            request.responseHeaders.setRawHeaders(b"cache-control", [b"no-cache"])
+            request.write(b"")
+            translator = StreamTranslator(
+                translation.model,
+                translation.toolNames,
+                messageId("stream-" + uuid.uuid4().hex),
+                translation.profile.reasoningFields,
+                translation.inputTokens,
+            )
+            self._relay = TranslatingRelay(
+                request, self._upstream, translator, self._clock, onEnd=self._record
+            )
+            response.deliverBody(self._relay)
+            return
+        collector = _ErrorBody(
+            _TRANSLATED_BODY_LIMIT if success else _ERROR_BODY_LIMIT,
+            min(self._upstream.timeouts.idle, _ERROR_BODY_IDLE),
+            self._clock,
+        )
+        self._errorBody = collector
+        response.deliverBody(collector)
+        original = response.original
+        assert isinstance(original, _UndecodedResponse)
+        retryAfter = _firstHeader(original.upstreamHeaders, "retry-after")
+
+        def answer(body: bytes | None) -> None:
+            self._errorBody = None
+            if self._clientGone:
+                self._record(CLIENT_LEFT)
+                return
+            if success:
+                status, translated = self._translateSuccess(body, translation)
+            else:
+                if exhausted:
+                    self._logExhausted()
+                status, translated = translateError(
+                    response.code, body or b"", retryAfter
+                )
+            request.setResponseCode(status)
+            request.responseHeaders.setRawHeaders(
+                b"content-type", [b"application/json"]
+            )
+            request.responseHeaders.setRawHeaders(
+                b"content-length", [b"%d" % len(translated)]
+            )
+            if retryAfter is not None and not success:
+                request.responseHeaders.setRawHeaders(
+                    b"retry-after", [retryAfter.encode("latin-1")]
+                )
+            if exhausted:
+                request.responseHeaders.setRawHeaders(b"x-should-retry", [b"false"])
+            request.write(translated)
+            request.finish()
+
+        collector.finished.addCallback(answer).addErrback(self._bug)
+
+    def _translateSuccess(
+        self, body: bytes | None, translation: Translation
+    ) -> tuple[int, bytes]:
+        problem = "sent a response that could not be read"
+        if body is not None:
+            try:
+                document = json.loads(body)
+                message = translateResponse(
+                    document,
+                    translation.model,
+                    translation.toolNames,
+                    translation.profile,
+                )
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                problem = f"sent a response that is not a chat completion ({e})"
+            else:
+                self._record(SUCCEEDED)
+                return 200, json.dumps(message, ensure_ascii=False).encode("utf-8")
+        error = upstreamUnavailable(f"upstream {self._upstream.name} {problem}")
+        self._record(Outcome(Verdict.FAILURE, error.message))
+        return error.status, error.body()
 
     def _summary(self) -> str:
         return "every target failed: " + "; ".join(self._failures)

@@ -25,6 +25,7 @@ from ccrouter.config import Upstream
 from ccrouter.errors import upstreamUnavailable
 from ccrouter.failures import describeBrokenBody, describeIdleTimeout
 from ccrouter.sse import EventBoundary, EventNames
+from ccrouter.translate.stream import StreamTranslator
 
 
 @implementer(IPushProducer)
@@ -195,3 +196,125 @@ class ResponseRelay(Protocol):
             self._request.finish()
         else:
             self._request.channel.forceAbortClient()
+
+
+#: Seconds of upstream silence after which a translated stream gets a
+#: C{ping}, as Anthropic's own streams do, so the client's idle limit never
+#: fires while the upstream thinks.
+PING_INTERVAL = 10.0
+
+
+class TranslatingRelay(ResponseRelay):
+    """
+    Relays an OpenAI-format stream as the Anthropic stream a
+    L{StreamTranslator} makes of it: each translated event is written as
+    soon as the upstream bytes that complete it arrive, with pings during
+    upstream silence.  Backpressure, the idle timeout and disconnects work
+    as for L{ResponseRelay}.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        upstream: Upstream,
+        translator: StreamTranslator,
+        clock: IReactorTime,
+        onEnd: Callable[[Outcome], None],
+        pingInterval: float = PING_INTERVAL,
+    ) -> None:
+        super().__init__(request, upstream, False, False, clock, onEnd)
+        self._translator = translator
+        self._pingInterval = pingInterval
+        self._pingCall: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._schedulePing()
+
+    def _schedulePing(self) -> None:
+        if self._pingCall is not None and self._pingCall.active():
+            self._pingCall.reset(self._pingInterval)
+        elif not self._ended:
+            self._pingCall = self._clock.callLater(self._pingInterval, self._ping)
+
+    def _ping(self) -> None:
+        self._pingCall = None
+        if self._ended or self._clientGone:
+            return
+        self._request.write(self._translator.ping())
+        self._schedulePing()
+
+    def _cancelPing(self) -> None:
+        if self._pingCall is not None and self._pingCall.active():
+            self._pingCall.cancel()
+        self._pingCall = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._ended:
+            return
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(self._upstream.timeouts.idle)
+        self._schedulePing()
+        self.bytesRelayed += len(data)
+        translated = self._translator.feed(data)
+        if translated:
+            self._request.write(translated)
+        if self._translator.ended:
+            # The stream said all it will (message_stop, or an error): the
+            # rest of the upstream body, if any, is not wanted.
+            self._end(self._verdict())
+            self._stopUpstream()
+
+    def _verdict(self) -> Outcome:
+        if self._translator.complete:
+            return SUCCEEDED
+        return Outcome(Verdict.FAILURE, "the upstream stream carried an error")
+
+    def _end(self, outcome: Outcome) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._cancelIdleTimer()
+        self._cancelPing()
+        self._request.unregisterProducer()
+        self._request.finish()
+        self._onEnd(outcome)
+
+    def pauseProducing(self) -> None:
+        self._cancelPing()
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._schedulePing()
+        super().resumeProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancelPing()
+        if self._ended:
+            return
+        if self._clientGone:
+            self._ended = True
+            self._cancelIdleTimer()
+            self._onEnd(CLIENT_LEFT)
+            return
+        if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):
+            self._request.write(self._translator.finish())
+            if self._translator.complete:
+                self._end(SUCCEEDED)
+            else:
+                self._end(Outcome(Verdict.FAILURE, "the stream ended early"))
+            return
+        if self._idleExpired:
+            error = describeIdleTimeout(self._upstream)
+            verdict = Verdict.TIMEOUT
+        else:
+            error = describeBrokenBody(reason, self._upstream)
+            verdict = Verdict.FAILURE
+        self._log.warn(
+            "response from {upstream} broke off after {relayed} bytes: {problem}",
+            upstream=self._upstream.name,
+            relayed=self.bytesRelayed,
+            problem=error.message,
+        )
+        self._request.write(self._translator.fail(error.type, error.message))
+        self._end(Outcome(verdict, error.message))
