@@ -80,6 +80,7 @@ def prepare(
     target: bytes,
     clientHeaders: Headers,
     clientModel: str | None = None,
+    countsTokens: bool = True,
 ) -> Outbound | LocalAnswer | ProxyError:
     """
     The request for C{attempt}, answered locally, or refused.
@@ -87,9 +88,18 @@ def prepare(
     @param target: The client's raw request target (path and query).
     @param clientModel: The model the client asked for, which a translated
         answer names (a rewrite stays invisible to the client).
+    @param countsTokens: Whether the upstream answers C{count_tokens} (an
+        Anthropic-compatible one that answered 404 does not).
     """
     upstream = attempt.upstream
     path = target.split(b"?", 1)[0]
+    if not countsTokens and path == COUNT_TOKENS_PATH:
+        try:
+            document = json.loads(attempt.body)
+        except ValueError:
+            return badRequest("the request body is not JSON")
+        if isinstance(document, dict):
+            return countTokensLocally(document, upstream.name)
     if upstream.format == "openai" and attempt.upstreamModel is not None:
         return _openAI(attempt, path, clientHeaders, clientModel)
     headers = upstreamRequestHeaders(clientHeaders, upstream)

@@ -84,6 +84,9 @@ class LiveState:
         self._saveBreakers = saveBreakers
         #: Requests that moved on to another target after a failure.
         self.failovers = 0
+        #: Upstreams (by name) that answered C{count_tokens} with 404: their
+        #: token counts are estimated here from then on.
+        self.noTokenCounting: set[str] = set()
         #: The endpoints listened on, when they differ from the config's.
         self.listening: tuple[str, ...] = ()
         self.board = BreakerBoard(config.breaker)

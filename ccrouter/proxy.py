@@ -46,7 +46,13 @@ from ccrouter.breaker import (
     Verdict,
 )
 from ccrouter.config import Upstream
-from ccrouter.dialects import LocalAnswer, Outbound, Translation, prepare
+from ccrouter.dialects import (
+    COUNT_TOKENS_PATH,
+    LocalAnswer,
+    Outbound,
+    Translation,
+    prepare,
+)
 from ccrouter.errors import (
     ProxyError,
     errorForStatus,
@@ -354,6 +360,7 @@ class _Exchange:
             request.uri,
             request.requestHeaders,
             self._plan.clientModel,
+            countsTokens=self._upstream.name not in self._live.noTokenCounting,
         )
         if not isinstance(outbound, Outbound):
             self._answerLocally(outbound)
@@ -435,7 +442,17 @@ class _Exchange:
         )
         if outcome.verdict is not Verdict.SUCCESS:
             self._record(outcome)
-        if outcome.isFailure and self._remaining:
+        if self._cannotCount(response):
+            # An Anthropic-compatible provider without count_tokens: Claude
+            # Code gets an estimate, now and from then on.
+            response.deliverBody(_Discard())
+            self._live.noTokenCounting.add(self._upstream.name)
+            self._log.info(
+                "{upstream} cannot count tokens: estimating them here",
+                upstream=self._upstream.name,
+            )
+            self._attemptAgain()
+        elif outcome.isFailure and self._remaining:
             response.deliverBody(_Discard())
             self._failOver(outcome.reason)
         elif self._translation is not None:
@@ -534,6 +551,19 @@ class _Exchange:
             _writeFinal(self._request, body)
 
         collector.finished.addCallback(answer).addErrback(self._bug)
+
+    def _cannotCount(self, response: _Response) -> bool:
+        upstream = self._upstream
+        return (
+            response.code == 404
+            and self._plan.clientModel is not None
+            and not upstream.forwardsClientCredentials
+            and self._request.uri.split(b"?", 1)[0] == COUNT_TOKENS_PATH
+        )
+
+    def _attemptAgain(self) -> None:
+        self._remaining.insert(0, self._attempt)
+        self._attemptNext()
 
     def _answerLocally(self, answer: LocalAnswer | ProxyError) -> None:
         """

@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThread
 
 from tests.mockupstream import MockUpstream, respondEvents, respondJSON
 from tests.test_end_to_end import EndToEndCase
+from tests.test_translate_request import validateOpenAIRequest
 
 PROVIDER_KEY = "sk-deepseek-OPENAI-CANARY-0c4e"
 CLIENT_KEY = "sk-ant-api03-OPENAI-CLIENT-CANARY-8e2f"
@@ -118,7 +119,7 @@ TOOLS = [
 ]
 
 
-class TranslationTests(EndToEndCase):
+class OpenAICase(EndToEndCase):
     async def proxyFor(self, mock: MockUpstream) -> str:
         proxy = await self.proxy(
             f"""
@@ -148,8 +149,11 @@ routes:
         self.assertEqual(recorded.header(b"x-api-key"), [])
         self.assertEqual(recorded.header(b"anthropic-version"), [])
         body: dict[str, Any] = recorded.json()
+        validateOpenAIRequest(self, body)
         return body
 
+
+class TranslationTests(OpenAICase):
     async def test_streamingTextAndThinking(self) -> None:
         mock = self.upstream(respondEvents(TEXT_STREAM, spacing=0.002))
         url = await self.proxyFor(mock)
@@ -325,3 +329,42 @@ routes:
         self.assertGreater(counted.input_tokens, 400)
         self.assertLess(counted.input_tokens, 700)
         self.assertEqual(len(mock.requests), 1)
+
+
+ERROR_STREAM = [
+    chunk({"role": "assistant", "content": "Partial"}),
+    b'data: {"error": {"message": "upstream overloaded", "type": "server_error",'
+    b' "code": 529}}\n\n',
+]
+
+
+class StreamErrorTests(OpenAICase):
+    async def test_errorMidStream(self) -> None:
+        """
+        A provider error inside the stream reaches the SDK as Anthropic's
+        error event, after the text it had sent.
+        """
+        mock = self.upstream(respondEvents(ERROR_STREAM, spacing=0.002))
+        url = await self.proxyFor(mock)
+
+        def useSDK() -> Any:
+            received = []
+            with anthropic.Anthropic(
+                base_url=url, api_key=CLIENT_KEY, max_retries=0
+            ) as client:
+                try:
+                    with client.messages.stream(
+                        model="claude-sonnet-4-5",
+                        max_tokens=1024,
+                        messages=[{"role": "user", "content": "hi"}],
+                    ) as stream:
+                        for text in stream.text_stream:
+                            received.append(text)
+                except anthropic.APIStatusError as e:
+                    return received, e
+            return received, None
+
+        received, error = await deferToThread(useSDK)
+        self.assertEqual(received, ["Partial"])
+        self.assertIsNotNone(error)
+        self.assertIn("upstream overloaded", str(error))

@@ -325,6 +325,42 @@ class FailoverTests(FailoverHarness):
         self.assertEqual(self.report("glm").consecutiveFailures, 0)
 
 
+class CountTokensTests(FailoverHarness):
+    def count(self) -> Deferred[Any]:
+        d: Deferred[Any] = self.client.request(
+            "POST",
+            "http://127.0.0.1:8080/v1/messages/count_tokens?beta=true",
+            headers={b"content-type": [b"application/json"]},
+            data=json.dumps(
+                {
+                    "model": "claude-sonnet-4-5",
+                    "messages": [{"role": "user", "content": "word " * 80}],
+                }
+            ).encode(),
+        )
+        self.flush()
+        return d
+
+    def test_providerWithoutCountTokens(self) -> None:
+        """
+        A third party that answers count_tokens with 404 gets no more
+        token-count requests: ccrouter estimates them, and says so.
+        """
+        d = self.count()
+        self.answer(self.zai.requests[0], 404, b'{"error": "not found"}')
+        status, headers, body = self.result(d)
+        self.assertEqual(status, 200)
+        self.assertEqual(
+            headers.getRawHeaders(b"x-ccrouter-token-count"), [b"estimate"]
+        )
+        self.assertEqual(json.loads(body), {"input_tokens": 104})
+        d = self.count()
+        self.assertEqual(len(self.zai.requests), 1)
+        self.assertEqual(self.result(d)[0], 200)
+        self.assertEqual(self.anthropic.requests, [])
+        self.assertEqual(self.report("glm").consecutiveFailures, 0)
+
+
 class BreakerRoutingTests(FailoverHarness):
     def test_openTargetSkipped(self) -> None:
         self.failGlm(3)
