@@ -226,12 +226,17 @@ class TranslatingRelay(ResponseRelay):
         self._translator = translator
         self._pingInterval = pingInterval
         self._pingCall: IDelayedCall | None = None
+        #: While the client holds the stream back, no ping is due: bytes
+        #: already read from the upstream may still arrive.
+        self._paused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._schedulePing()
 
     def _schedulePing(self) -> None:
+        if self._paused:
+            return
         if self._pingCall is not None and self._pingCall.active():
             self._pingCall.reset(self._pingInterval)
         elif not self._ended:
@@ -281,10 +286,12 @@ class TranslatingRelay(ResponseRelay):
         self._onEnd(outcome)
 
     def pauseProducing(self) -> None:
+        self._paused = True
         self._cancelPing()
         super().pauseProducing()
 
     def resumeProducing(self) -> None:
+        self._paused = False
         self._schedulePing()
         super().resumeProducing()
 
