@@ -436,7 +436,15 @@ class _Located:
 
 
 #: What an upstream may say, under C{upstreams} or in a route.
-_UPSTREAM_KEYS = ("url", "auth", "timeouts", "format", "profile", "compat")
+_UPSTREAM_KEYS = (
+    "url",
+    "auth",
+    "timeouts",
+    "format",
+    "profile",
+    "max_tokens",
+    "compat",
+)
 _ENV_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -1045,6 +1053,13 @@ class _ConfigReader:
                     + f" (profiles: {', '.join(PROFILES)})"
                 )
             profile = PROFILES[name]
+            if "max_tokens" in fields:
+                cap = self._integer(fields["max_tokens"], 1, 10_000_000)
+                profile = evolve(profile, maxTokensCap=cap)
+        elif "max_tokens" in fields:
+            raise fields["max_tokens"].error(
+                "'max_tokens' caps what is sent to a 'format: openai' upstream"
+            )
         elif "profile" in fields:
             raise fields["profile"].error(
                 "'profile' is for 'format: openai' upstreams; an"

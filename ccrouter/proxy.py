@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from attrs import frozen
 from treq.client import HTTPClient
@@ -28,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import (  # type: ignore[attr-defined]
     PotentialDataLoss,
     ResponseDone,
+    ResponseFailed,
 )
 from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
@@ -614,15 +616,14 @@ class _Exchange:
             self._relay = TranslatingRelay(
                 request, self._upstream, translator, self._clock, onEnd=self._record
             )
-            response.deliverBody(self._relay)
+            response.deliverBody(_decoded(response, self._relay))
             return
+        limit = _TRANSLATED_BODY_LIMIT if success else _ERROR_BODY_LIMIT
         collector = _ErrorBody(
-            _TRANSLATED_BODY_LIMIT if success else _ERROR_BODY_LIMIT,
-            min(self._upstream.timeouts.idle, _ERROR_BODY_IDLE),
-            self._clock,
+            limit, min(self._upstream.timeouts.idle, _ERROR_BODY_IDLE), self._clock
         )
         self._errorBody = collector
-        response.deliverBody(collector)
+        response.deliverBody(_decoded(response, collector, limit))
         original = response.original
         assert isinstance(original, _UndecodedResponse)
         retryAfter = _firstHeader(original.upstreamHeaders, "retry-after")
@@ -737,6 +738,56 @@ def _whyUnavailable(breaker: Breaker, now: float) -> str:
         return "being probed by another request"
     minutes = max(0.0, breaker.cooldownEnd - now) / 60
     return f"out of rotation for another {minutes:.1f} min"
+
+
+class _Gunzip(Protocol):
+    """
+    Decompresses a gzip body on its way to C{inner}, for an answer that must
+    be read (translated) rather than relayed: an upstream that compresses
+    although asked for C{identity}.  No more than C{limit} bytes come out of
+    any one chunk, so a compression bomb cannot fill memory.
+    """
+
+    def __init__(self, inner: Protocol, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._broken = False
+
+    def makeConnection(self, transport: Any) -> None:
+        super().makeConnection(transport)
+        self._inner.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            decoded = self._decompressor.decompress(data, self._limit)
+        except zlib.error:
+            self._broken = True
+            cast(IPushProducer, self.transport).stopProducing()
+            return
+        if self._decompressor.unconsumed_tail:
+            # More than the limit from one chunk: not a body worth reading.
+            self._broken = True
+            cast(IPushProducer, self.transport).stopProducing()
+            return
+        if decoded:
+            self._inner.dataReceived(decoded)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._broken and reason.check(ResponseDone, PotentialDataLoss):
+            reason = Failure(ResponseFailed([Failure(ValueError("bad gzip body"))]))
+        self._inner.connectionLost(reason)
+
+
+def _decoded(response: _Response, protocol: Protocol, limit: int = 1 << 24) -> Protocol:
+    original = response.original
+    assert isinstance(original, _UndecodedResponse)
+    encoding = _firstHeader(original.upstreamHeaders, "content-encoding")
+    if encoding is not None and encoding.strip().lower() in ("gzip", "x-gzip"):
+        return _Gunzip(protocol, limit)
+    return protocol
 
 
 def _firstHeader(headers: Headers, name: str) -> str | None:

@@ -211,6 +211,23 @@ class ConfigTests(SynchronousTestCase):
         assert plain.profile is not None
         self.assertEqual(plain.profile.name, "generic")
 
+    def test_maxTokensCap(self) -> None:
+        upstream = parseConfig(
+            "upstreams: {x: {url: 'http://h', format: openai, profile: deepseek,"
+            " max_tokens: 4096}}",
+            "c.yaml",
+            {},
+        ).upstreams[0]
+        assert upstream.profile is not None
+        self.assertEqual(
+            (upstream.profile.name, upstream.profile.maxTokensCap), ("deepseek", 4096)
+        )
+        self.assertProblem(
+            "upstreams: {x: {url: 'http://h', max_tokens: 5}}",
+            "c.yaml:1: upstreams.x.max_tokens: 'max_tokens' caps what is sent to a"
+            " 'format: openai' upstream",
+        )
+
     def test_problems(self) -> None:
         self.assertProblem(
             "upstreams: {x: {url: 'http://h', format: gemini}}",

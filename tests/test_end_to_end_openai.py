@@ -7,6 +7,7 @@ upstream was sent.
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -368,3 +369,53 @@ class StreamErrorTests(OpenAICase):
         self.assertEqual(received, ["Partial"])
         self.assertIsNotNone(error)
         self.assertIn("upstream overloaded", str(error))
+
+
+def respondGzipped(body: bytes, contentType: bytes) -> Any:
+    def behaviour(request: Any) -> bytes:
+        request.setHeader(b"content-type", contentType)
+        request.setHeader(b"content-encoding", b"gzip")
+        return gzip.compress(body)
+
+    return behaviour
+
+
+class CompressedAnswerTests(OpenAICase):
+    async def test_gzippedAnswersAreRead(self) -> None:
+        """
+        An upstream that compresses although asked for identity still gets
+        its stream and its whole answers translated (pitfall P15).
+        """
+        mock = self.upstream(
+            respondGzipped(b"".join(TEXT_STREAM), b"text/event-stream")
+        )
+        url = await self.proxyFor(mock)
+
+        def stream() -> Any:
+            with anthropic.Anthropic(
+                base_url=url, api_key=CLIENT_KEY, max_retries=0
+            ) as client:
+                with client.messages.stream(
+                    model="claude-sonnet-4-5",
+                    max_tokens=100,
+                    messages=[{"role": "user", "content": "hi"}],
+                ) as events:
+                    return "".join(events.text_stream)
+
+        self.assertEqual(await deferToThread(stream), "Hello from DeepSeek")
+        self.assertEqual(mock.requests[0].header(b"accept-encoding"), [b"identity"])
+        mock.behaviour = respondGzipped(
+            json.dumps(COMPLETION).encode(), b"application/json"
+        )
+
+        def whole() -> Any:
+            with anthropic.Anthropic(
+                base_url=url, api_key=CLIENT_KEY, max_retries=0
+            ) as client:
+                return client.messages.create(
+                    model="claude-sonnet-4-5",
+                    max_tokens=100,
+                    messages=[{"role": "user", "content": "hi"}],
+                )
+
+        self.assertEqual((await deferToThread(whole)).content[0].text, "Plain answer")
