@@ -419,3 +419,50 @@ class CompressedAnswerTests(OpenAICase):
                 )
 
         self.assertEqual((await deferToThread(whole)).content[0].text, "Plain answer")
+
+
+SINGLE_TOOL_STREAM = [
+    chunk({"role": "assistant"}),
+    chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_only",
+                    "type": "function",
+                    "function": {"name": "Bash", "arguments": '{"comm'},
+                }
+            ]
+        }
+    ),
+    chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'and": "pwd"}'}}]}),
+    chunk({}, "tool_calls"),
+    b"data: [DONE]\n\n",
+]
+
+
+class SingleToolTests(OpenAICase):
+    async def test_oneToolCall(self) -> None:
+        mock = self.upstream(respondEvents(SINGLE_TOOL_STREAM, spacing=0.002))
+        url = await self.proxyFor(mock)
+
+        def useSDK() -> Any:
+            with anthropic.Anthropic(
+                base_url=url, api_key=CLIENT_KEY, max_retries=0
+            ) as client:
+                with client.messages.stream(
+                    model="claude-sonnet-4-5",
+                    max_tokens=100,
+                    tools=TOOLS,
+                    messages=[{"role": "user", "content": "where am I"}],
+                ) as stream:
+                    return stream.get_final_message()
+
+        final = await deferToThread(useSDK)
+        [block] = final.content
+        self.assertEqual(
+            (block.type, block.name, block.input),
+            ("tool_use", "Bash", {"command": "pwd"}),
+        )
+        self.assertTrue(block.id.startswith(("toolu_", "call_")), block.id)
+        self.assertEqual(final.stop_reason, "tool_use")
