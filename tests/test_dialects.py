@@ -102,6 +102,10 @@ class OpenAIDialectTests(SynchronousTestCase):
         self.assertTrue(outbound.translation.streaming)
 
     def test_countTokensLocally(self) -> None:
+        """
+        An OpenAI-format upstream cannot count tokens: the count is estimated
+        here over the whole request, and says so (pitfall P14).
+        """
         answer = prepared("deepseek-chat", b"/v1/messages/count_tokens")
         assert isinstance(answer, LocalAnswer)
         self.assertEqual(json.loads(answer.body), {"input_tokens": 4})

@@ -344,7 +344,8 @@ class CountTokensTests(FailoverHarness):
     def test_providerWithoutCountTokens(self) -> None:
         """
         A third party that answers count_tokens with 404 gets no more
-        token-count requests: ccrouter estimates them, and says so.
+        token-count requests: ccrouter estimates them, and says so
+        (pitfall P14).
         """
         d = self.count()
         self.answer(self.zai.requests[0], 404, b'{"error": "not found"}')
