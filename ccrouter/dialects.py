@@ -91,6 +91,23 @@ def prepare(
     @param countsTokens: Whether the upstream answers C{count_tokens} (an
         Anthropic-compatible one that answered 404 does not).
     """
+    try:
+        return _prepare(
+            attempt, method, target, clientHeaders, clientModel, countsTokens
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        # A body the translators cannot follow is the request's own fault.
+        return badRequest(f"the request cannot be sent on: {type(e).__name__}")
+
+
+def _prepare(
+    attempt: Attempt,
+    method: bytes,
+    target: bytes,
+    clientHeaders: Headers,
+    clientModel: str | None,
+    countsTokens: bool,
+) -> Outbound | LocalAnswer | ProxyError:
     upstream = attempt.upstream
     path = target.split(b"?", 1)[0]
     if not countsTokens and path == COUNT_TOKENS_PATH:
@@ -113,6 +130,15 @@ def prepare(
     return Outbound(upstream.urlFor(target), headers, body)
 
 
+def _serialise(document: Any) -> bytes:
+    """
+    JSON with every non-ASCII character escaped: a lone surrogate (a tool
+    output cut inside an emoji) stays a valid escape instead of failing to
+    encode.
+    """
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
+
+
 def _rewritten(
     body: bytes, change: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> bytes:
@@ -122,7 +148,7 @@ def _rewritten(
         return body
     if not isinstance(document, dict):
         return body
-    return json.dumps(change(document), ensure_ascii=False).encode("utf-8")
+    return _serialise(change(document))
 
 
 def _compat(
@@ -144,7 +170,7 @@ def _compat(
     if isinstance(document, dict):
         cleaned, cleanedBetas = applyCompat(document, betas, compat)
         if cleaned != document:
-            body = json.dumps(cleaned, ensure_ascii=False).encode("utf-8")
+            body = _serialise(cleaned)
     if cleanedBetas != betas:
         if cleanedBetas:
             headers.setRawHeaders(
@@ -191,7 +217,7 @@ def _openAI(
         [b"text/event-stream" if translated.streaming else b"application/json"],
     )
     url = (upstream.origin + upstream.basePath + "/chat/completions").encode("ascii")
-    body = json.dumps(translated.body, ensure_ascii=False).encode("utf-8")
+    body = _serialise(translated.body)
     translation = Translation(
         model=clientModel or attempt.upstreamModel,
         toolNames=translated.toolNames,

@@ -84,9 +84,9 @@ class LiveState:
         self._saveBreakers = saveBreakers
         #: Requests that moved on to another target after a failure.
         self.failovers = 0
-        #: Upstreams (by name) that answered C{count_tokens} with 404: their
-        #: token counts are estimated here from then on.
-        self.noTokenCounting: set[str] = set()
+        #: Upstreams (by base URL) that answered C{count_tokens} with 404:
+        #: their token counts are estimated here until the next reload.
+        self.noTokenCounting: set[bytes] = set()
         #: The endpoints listened on, when they differ from the config's.
         self.listening: tuple[str, ...] = ()
         self.board = BreakerBoard(config.breaker)
@@ -128,6 +128,7 @@ class LiveState:
         self.loadedAt = self.wallNow()
         self.lastReload = Reload(self.loadedAt, None)
         self.board.reconcile(config.targetNames, config.breaker, self.now())
+        self.noTokenCounting.clear()
         self._log.info(
             "config reloaded from {path}: {modes} mode(s), {targets} failover"
             " target(s)",

@@ -356,14 +356,19 @@ class _Exchange:
         self._recorded = False
         self._timedOut = False
         request = self._request
-        outbound = prepare(
-            self._attempt,
-            request.method,
-            request.uri,
-            request.requestHeaders,
-            self._plan.clientModel,
-            countsTokens=self._upstream.name not in self._live.noTokenCounting,
-        )
+        try:
+            outbound = prepare(
+                self._attempt,
+                request.method,
+                request.uri,
+                request.requestHeaders,
+                self._plan.clientModel,
+                countsTokens=self._upstream.urlFor(b"")
+                not in self._live.noTokenCounting,
+            )
+        except Exception:  # noqa: BLE001 - a probe must never stay out
+            self._log.failure("preparing a request failed unexpectedly")
+            outbound = ProxyError(500, "api_error", "ccrouter could not send this on")
         if not isinstance(outbound, Outbound):
             self._answerLocally(outbound)
             return
@@ -448,7 +453,7 @@ class _Exchange:
             # An Anthropic-compatible provider without count_tokens: Claude
             # Code gets an estimate, now and from then on.
             response.deliverBody(_Discard())
-            self._live.noTokenCounting.add(self._upstream.name)
+            self._live.noTokenCounting.add(self._upstream.urlFor(b""))
             self._log.info(
                 "{upstream} cannot count tokens: estimating them here",
                 upstream=self._upstream.name,
@@ -619,8 +624,9 @@ class _Exchange:
             response.deliverBody(_decoded(response, self._relay))
             return
         limit = _TRANSLATED_BODY_LIMIT if success else _ERROR_BODY_LIMIT
+        idle = self._upstream.timeouts.idle
         collector = _ErrorBody(
-            limit, min(self._upstream.timeouts.idle, _ERROR_BODY_IDLE), self._clock
+            limit, idle if success else min(idle, _ERROR_BODY_IDLE), self._clock
         )
         self._errorBody = collector
         response.deliverBody(_decoded(response, collector, limit))
@@ -635,7 +641,14 @@ class _Exchange:
                 return
             if success:
                 status, translated = self._translateSuccess(body, translation)
+                if status != 200 and self._remaining:
+                    # Nothing has gone to the client yet: another target
+                    # may answer properly.
+                    self._failOver("an answer that could not be translated")
+                    return
+                exhaustedHere = status != 200 and self._plan.failover
             else:
+                exhaustedHere = exhausted
                 if exhausted:
                     self._logExhausted()
                 status, translated = translateError(
@@ -652,7 +665,7 @@ class _Exchange:
                 request.responseHeaders.setRawHeaders(
                     b"retry-after", [retryAfter.encode("latin-1")]
                 )
-            if exhausted:
+            if exhaustedHere:
                 request.responseHeaders.setRawHeaders(b"x-should-retry", [b"false"])
             request.write(translated)
             request.finish()
@@ -676,7 +689,7 @@ class _Exchange:
                 problem = f"sent a response that is not a chat completion ({e})"
             else:
                 self._record(SUCCEEDED)
-                return 200, json.dumps(message, ensure_ascii=False).encode("utf-8")
+                return 200, json.dumps(message).encode("ascii")
         error = upstreamUnavailable(f"upstream {self._upstream.name} {problem}")
         self._record(Outcome(Verdict.FAILURE, error.message))
         return error.status, error.body()

@@ -255,7 +255,7 @@ class TranslatingRelay(ResponseRelay):
         self._pingCall = None
 
     def dataReceived(self, data: bytes) -> None:
-        if self._ended:
+        if self._ended or self._clientGone:
             return
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.reset(self._upstream.timeouts.idle)

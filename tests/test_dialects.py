@@ -285,3 +285,41 @@ class TokenEstimateTests(SynchronousTestCase):
             ]
         }
         self.assertEqual(estimateTokens(toolUse), 4 + round((4 + 11) / 4))
+
+
+class OddBodyTests(SynchronousTestCase):
+    def attempt(self, raw: bytes, path: bytes = b"/v1/messages") -> Any:
+        plan = planRequest(CONFIG, b"POST", path, raw)
+        return prepare(plan.attempts[0], b"POST", path, Headers(), "x")
+
+    def test_loneSurrogate(self) -> None:
+        """
+        Tool output cut inside an emoji leaves a lone surrogate escape; it
+        is passed on as an escape, on the translated and compat paths.
+        """
+        for model in ("deepseek-chat", "glm-4.6"):
+            raw = (
+                b'{"model": "%s", "max_tokens": 5, "context_management": {},'
+                b' "messages": [{"role": "user", "content": "cut \\ud83d"}]}'
+                % model.encode()
+            )
+            outbound = self.attempt(raw)
+            assert isinstance(outbound, Outbound), outbound
+            self.assertIn(b"\\ud83d", outbound.body)
+
+    def test_unreadableShapesAreBadRequests(self) -> None:
+        for raw, path in [
+            (b'{"model": "deepseek-chat", "messages": 1}', b"/v1/messages"),
+            (
+                b'{"model": "deepseek-chat", "messages": 1}',
+                b"/v1/messages/count_tokens",
+            ),
+            (
+                b'{"model": "deepseek-chat", "messages": [],'
+                b' "tools": [{"input_schema": {}}]}',
+                b"/v1/messages",
+            ),
+        ]:
+            error = self.attempt(raw, path)
+            assert isinstance(error, ProxyError), (raw, error)
+            self.assertEqual((error.status, error.type), (400, "invalid_request_error"))

@@ -815,17 +815,31 @@ class WholeAnswerTests(TranslatingHarness):
         self.assertEqual(self.report("ds").consecutiveFailures, 1)
 
     def test_nonJSONSuccess(self) -> None:
+        """
+        A 200 that is not a chat completion (a captive portal's page) counts
+        against the target, and, since nothing has reached the client yet,
+        the next target answers instead.
+        """
         d = self.post()
+        self.answer(self.deepseek.requests[0], 200, b"<html>hello</html>")
+        self.assertEqual(self.verdicts(), [("ds", Verdict.FAILURE)])
+        self.assertEqual(self.report("ds").consecutiveFailures, 1)
+        self.answer(self.anthropic.requests[0], 200, b'{"ok": true}')
+        status, _, body = self.result(d)
+        self.assertEqual((status, body), (200, b'{"ok": true}'))
+
+    def test_nonJSONSuccessFromTheLastTarget(self) -> None:
+        self.live.applyModeFile(b"back")
+        d = self.post()
+        self.answer(self.anthropic.requests[0], 529, b"{}")
         self.answer(self.deepseek.requests[0], 200, b"<html>hello</html>")
         status, headers, body = self.result(d)
         self.assertEqual(status, 502)
         self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(headers.getRawHeaders(b"x-should-retry"), [b"false"])
         error = json.loads(body)
         self.assertEqual(error["type"], "error")
         self.assertEqual(error["error"]["type"], "api_error")
-        self.assertEqual(self.verdicts(), [("ds", Verdict.FAILURE)])
-        self.assertEqual(self.report("ds").consecutiveFailures, 1)
-        self.assertEqual(self.anthropic.requests, [])
 
     def test_stalledAnswerGivesUp(self) -> None:
         d = self.post()
@@ -835,11 +849,10 @@ class WholeAnswerTests(TranslatingHarness):
         self.flush()
         self.clock.advance(IDLE)
         self.flush()
-        status, _, body = self.result(d)
-        self.assertEqual(status, 502)
-        self.assertEqual(json.loads(body)["error"]["type"], "api_error")
         self.assertEqual(len(self.deepseek.lost), 1)
         self.assertEqual(self.verdicts(), [("ds", Verdict.FAILURE)])
+        self.answer(self.anthropic.requests[0], 200, b"{}")
+        self.assertEqual(self.result(d)[0], 200)
 
     def test_clientLeavesWhileTheAnswerIsRead(self) -> None:
         d = self.post()
