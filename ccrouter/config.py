@@ -1044,6 +1044,10 @@ class _ConfigReader:
                     f"{wireFormat!r} is not a format; use 'anthropic' or 'openai'"
                 )
         profile = None
+        if wireFormat == "openai" and upstream.basePath.endswith("/chat/completions"):
+            raise fields["url"].error(
+                "give the base URL; /chat/completions is added to it"
+            )
         if wireFormat == "openai":
             name = self._string(fields["profile"]) if "profile" in fields else "generic"
             if name not in PROFILES:

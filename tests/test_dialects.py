@@ -250,6 +250,11 @@ class ConfigTests(SynchronousTestCase):
             " upstreams; an Anthropic-compatible one takes 'compat'",
         )
         self.assertProblem(
+            "upstreams: {x: {url: 'http://h/v1/chat/completions', format: openai}}",
+            "c.yaml:1: upstreams.x.url: give the base URL; /chat/completions is added"
+            " to it",
+        )
+        self.assertProblem(
             "upstreams: {x: {url: 'http://h', format: openai, compat: zai}}",
             "c.yaml:1: upstreams.x.compat: 'compat' is for Anthropic-format upstreams",
         )
