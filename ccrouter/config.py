@@ -41,6 +41,9 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Environment variables that override the config, as rrouter's
 #: C{RROUTER_PORT} and C{RROUTER_UPSTREAM} do.
 PORT_VARIABLE = "CCROUTER_PORT"
+#: The header that carries C{server.token}; Claude Code sends it from
+#: C{ANTHROPIC_CUSTOM_HEADERS}.
+TOKEN_HEADER = "x-ccrouter-token"  # noqa: S105 - a header name
 UPSTREAM_VARIABLE = "CCROUTER_UPSTREAM"
 #: The one mode of a config without C{modes:}.
 IMPLICIT_MODE = "default"
@@ -211,6 +214,9 @@ class ServerSettings:
     maxBodyBytes: int = DEFAULT_MAX_BODY_BYTES
     allowedHosts: frozenset[str] = frozenset()
     allowedOrigins: frozenset[str] = frozenset()
+    #: When set, every request but C{/health} must carry it in
+    #: L{TOKEN_HEADER}; kept out of C{repr}.
+    token: str | None = field(default=None, repr=False)
 
 
 @frozen
@@ -651,8 +657,17 @@ class _ConfigReader:
                 "max_body_bytes",
                 "allowed_hosts",
                 "allowed_origins",
+                "token",
             ),
         )
+        token = None
+        if "token" in fields:
+            with self._recovering():
+                token = self._nonEmptyString(fields["token"])
+                if len(token) < 16 or not token.isprintable() or " " in token:
+                    raise fields["token"].error(
+                        "must be at least 16 printable characters without spaces"
+                    )
         host = DEFAULT_HOST
         if "host" in fields:
             with self._recovering():
@@ -703,6 +718,7 @@ class _ConfigReader:
             maxBodyBytes=maxBody,
             allowedHosts=allowedHosts,
             allowedOrigins=allowedOrigins,
+            token=token,
         )
 
     def _portOverride(self) -> int | None:

@@ -37,7 +37,8 @@ CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 #: already answered any Expect, and Accept-Encoding is pinned to identity so
 #: streams arrive uncompressed and can be relayed event by event.
 _RECOMPUTED_UPSTREAM = frozenset(
-    {b"host", b"content-length", b"expect", b"accept-encoding"}
+    # ccrouter's own local token is for ccrouter, never for an upstream.
+    {b"host", b"content-length", b"expect", b"accept-encoding", b"x-ccrouter-token"}
 )
 
 

@@ -6,10 +6,14 @@ C{/health} is answered by ccrouter and everything else is proxied.
 
 from __future__ import annotations
 
+import hmac
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ccrouter.config import TOKEN_HEADER
+from ccrouter.errors import ProxyError
 from ccrouter.guard import checkRequest
 from ccrouter.health import HealthResource
 from ccrouter.live import LiveState
@@ -49,7 +53,23 @@ class RootResource(Resource):
         if refusal is not None:
             writeError(request, refusal)
             return NOT_DONE_YET
-        if request.uri.split(b"?", 1)[0] == HEALTH_PATH:
+        isHealth = request.uri.split(b"?", 1)[0] == HEALTH_PATH
+        if server.token is not None and not isHealth:
+            presented = headers.getRawHeaders(TOKEN_HEADER.encode("ascii"), [])
+            if len(presented) != 1 or not hmac.compare_digest(
+                presented[0], server.token.encode("utf-8")
+            ):
+                writeError(
+                    request,
+                    ProxyError(
+                        401,
+                        "authentication_error",
+                        f"ccrouter wants its local token in the {TOKEN_HEADER}"
+                        " header (set ANTHROPIC_CUSTOM_HEADERS for Claude Code)",
+                    ),
+                )
+                return NOT_DONE_YET
+        if isHealth:
             return self._health.render(request)  # type: ignore[no-any-return]
         return self._proxy.render(request)  # type: ignore[no-any-return]
 

@@ -777,3 +777,19 @@ class CheckConfigTests(SynchronousTestCase):
                 self.assertIn(str(e), problems, text)
             else:
                 self.assertEqual(problems, [], text)
+
+
+class LocalTokenConfigTests(ConfigErrorCase):
+    def test_token(self) -> None:
+        config = parseConfig(
+            "server: {token: '${T}'}", "c.yaml", {"T": "a-long-enough-local-token"}
+        )
+        self.assertEqual(config.server.token, "a-long-enough-local-token")
+        self.assertNotIn("a-long-enough", repr(config))
+
+    def test_tooShort(self) -> None:
+        self.assertConfigError(
+            "server: {token: short}",
+            "config.yaml:1: server.token: must be at least 16 printable characters"
+            " without spaces",
+        )

@@ -530,3 +530,58 @@ class HealthTests(FailoverHarness):
         d = self.client.request("HEAD", "http://127.0.0.1:8080/health")
         self.flush()
         self.assertEqual(self.result(d)[:3:2], (200, b""))
+
+
+LOCAL_TOKEN = "local-TOKEN-CANARY-5e1a9c"
+
+
+class LocalTokenTests(FailoverHarness):
+    def setUp(self) -> None:
+        super().setUp()
+        self.live.applyConfig(
+            parseConfig(
+                CONFIG + f"server: {{token: {LOCAL_TOKEN}}}\n",
+                "c.yaml",
+                {"Z_AI_API_KEY": ZAI_KEY},
+            )
+        )
+
+    def send(self, tokens: list[bytes], path: str = "/v1/messages") -> Deferred[Any]:
+        headers = {b"content-type": [b"application/json"]}
+        if tokens:
+            headers[b"x-ccrouter-token"] = tokens
+        d: Deferred[Any] = self.client.request(
+            "POST",
+            "http://127.0.0.1:8080" + path,
+            headers=headers,
+            data=message("claude-sonnet-4-5", stream=False),
+        )
+        self.flush()
+        return d
+
+    def test_requestsNeedTheToken(self) -> None:
+        """
+        With server.token set, a request without it, with a wrong one, or
+        with two, is refused before anything is sent upstream; the token
+        never appears in the answer.
+        """
+        for tokens in ([], [b"wrong-token-wrong-token"], [LOCAL_TOKEN.encode()] * 2):
+            status, _, body = self.result(self.send(tokens))
+            self.assertEqual(status, 401, tokens)
+            self.assertEqual(json.loads(body)["error"]["type"], "authentication_error")
+            self.assertNotIn(LOCAL_TOKEN, body.decode())
+        self.assertEqual((self.zai.requests, self.anthropic.requests), ([], []))
+
+    def test_tokenAcceptedAndNotForwarded(self) -> None:
+        d = self.send([LOCAL_TOKEN.encode()])
+        [request] = self.zai.requests
+        self.assertIsNone(request.requestHeaders.getRawHeaders(b"x-ccrouter-token"))
+        self.answer(request, 200)
+        self.assertEqual(self.result(d)[0], 200)
+
+    def test_healthNeedsNoToken(self) -> None:
+        d = self.client.request("GET", "http://127.0.0.1:8080/health")
+        self.flush()
+        status, _, body = self.result(d)
+        self.assertEqual(status, 200)
+        self.assertNotIn(LOCAL_TOKEN, body.decode())
