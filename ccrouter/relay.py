@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from ccrouter.breaker import CLIENT_LEFT, SUCCEEDED, Outcome, Verdict
 from ccrouter.config import Upstream
-from ccrouter.errors import upstreamUnavailable
+from ccrouter.errors import ProxyError, upstreamUnavailable
 from ccrouter.failures import describeBrokenBody, describeIdleTimeout
 from ccrouter.sse import EventBoundary, EventNames
 from ccrouter.translate.stream import StreamTranslator
@@ -148,6 +148,15 @@ class ResponseRelay(Protocol):
         if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):
             self._endedCleanly()
             return
+        error, outcome = self._describeBreak(reason)
+        self._endWithError(error.event())
+        self._onEnd(outcome)
+
+    def _describeBreak(self, reason: Failure) -> tuple[ProxyError, Outcome]:
+        """
+        Why the body broke off (silence past the idle timeout, or a broken
+        connection), logged once, and what that says about the upstream.
+        """
         if self._idleExpired:
             error = describeIdleTimeout(self._upstream)
             verdict = Verdict.TIMEOUT
@@ -160,8 +169,7 @@ class ResponseRelay(Protocol):
             relayed=self.bytesRelayed,
             problem=error.message,
         )
-        self._endWithError(error.event())
-        self._onEnd(Outcome(verdict, error.message))
+        return error, Outcome(verdict, error.message)
 
     def _endedCleanly(self) -> None:
         events = self._events
@@ -311,17 +319,6 @@ class TranslatingRelay(ResponseRelay):
             else:
                 self._end(Outcome(Verdict.FAILURE, "the stream ended early"))
             return
-        if self._idleExpired:
-            error = describeIdleTimeout(self._upstream)
-            verdict = Verdict.TIMEOUT
-        else:
-            error = describeBrokenBody(reason, self._upstream)
-            verdict = Verdict.FAILURE
-        self._log.warn(
-            "response from {upstream} broke off after {relayed} bytes: {problem}",
-            upstream=self._upstream.name,
-            relayed=self.bytesRelayed,
-            problem=error.message,
-        )
+        error, outcome = self._describeBreak(reason)
         self._request.write(self._translator.fail(error.type, error.message))
-        self._end(Outcome(verdict, error.message))
+        self._end(outcome)

@@ -121,8 +121,8 @@ def anthropicUsage(usage: object) -> dict[str, int]:
     return {
         "input_tokens": max(prompt - cacheRead - cacheWrite, 0),
         "output_tokens": _count(usage.get("completion_tokens")),
-        "cache_creation_input_tokens": cacheWrite,
         "cache_read_input_tokens": cacheRead,
+        "cache_creation_input_tokens": cacheWrite,
     }
 
 

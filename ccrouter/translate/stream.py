@@ -18,9 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-#: Fabricated thinking signatures start with this, so that history carrying
-#: them can be recognised (and stripped) before it reaches Anthropic.
-FAKE_SIGNATURE_PREFIX = "ccrouter-translated:"
+from ccrouter.translate.response import FAKE_SIGNATURE_PREFIX, anthropicUsage
 
 #: OpenAI C{finish_reason} to Anthropic C{stop_reason}; others give end_turn.
 _STOP_REASONS = {
@@ -235,34 +233,6 @@ def _delta(index: int, kind: str, field: str, value: str) -> bytes:
         f'"index":{index},"delta":{{"type":"{kind}","{field}":{json.dumps(value)}}}}}'
         "\n\n"
     ).encode()
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def mapUsage(usage: dict[str, object]) -> dict[str, int]:
-    """
-    OpenAI usage to Anthropic usage (C{protocol.md} section 7.5): cached
-    prompt tokens are separated from the input tokens rather than counted
-    twice.
-
-    @param usage: An OpenAI C{usage} object.
-    @return: Anthropic C{usage} fields.
-    """
-    details = usage.get("prompt_tokens_details")
-    details = details if isinstance(details, dict) else {}
-    cacheRead = _count(details.get("cached_tokens")) or _count(
-        usage.get("prompt_cache_hit_tokens")
-    )
-    cacheCreation = _count(details.get("cache_write_tokens"))
-    prompt = _count(usage.get("prompt_tokens"))
-    return {
-        "input_tokens": max(prompt - cacheRead - cacheCreation, 0),
-        "output_tokens": _count(usage.get("completion_tokens")),
-        "cache_read_input_tokens": cacheRead,
-        "cache_creation_input_tokens": cacheCreation,
-    }
 
 
 def mapStreamError(error: object) -> tuple[str, str]:
@@ -564,7 +534,7 @@ class StreamTranslator:
             stopReason = "tool_use"
         usage: dict[str, int] = {"output_tokens": 0}
         if self._usage is not None:
-            usage = mapUsage(self._usage)
+            usage = anthropicUsage(self._usage)
         delta = {"stop_reason": stopReason, "stop_sequence": None}
         payload: dict[str, object] = {
             "type": "message_delta",
