@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -29,6 +31,24 @@ from tests.test_end_to_end import freePort
 from tests.test_end_to_end_modes import waitFor
 
 CANARY = "zai-DAEMON-CANARY-5d1e"
+
+
+def fetch(url: str, body: bytes | None = None) -> Deferred[bytes]:
+    """
+    The body of a plain HTTP request, made in a thread (no proxy
+    environment: the address is local).
+    """
+
+    def get() -> bytes:
+        request = urllib.request.Request(
+            url, data=body, headers={"content-type": "application/json"}
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as response:
+            data: bytes = response.read()
+            return data
+
+    return deferToThread(get)
 
 
 class CommandCase(TestCase):
@@ -205,17 +225,9 @@ class LifecycleTests(CommandCase):
         self.writeConfig(self.modesConfig(mock.url))
         self.assertEqual((await self.ccrouter("start"))[0], 0)
         self.assertEqual((await self.ccrouter("claude"))[0], 0)
-        out, _err, _code = await getProcessOutputAndValue(
-            "curl",
-            [
-                "-s",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                '{"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []}',
-                f"http://127.0.0.1:{self.port}/v1/messages",
-            ],
-            reactor=reactor,
+        out = await fetch(
+            f"http://127.0.0.1:{self.port}/v1/messages",
+            b'{"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []}',
         )
         self.assertEqual(json.loads(out)["content"][0]["text"], "via the daemon")
         self.assertEqual((await self.ccrouter("stop"))[0], 0)
@@ -329,9 +341,7 @@ class ServeTests(CommandCase):
         )
         self.addCleanup(proxy.stop)
         url = await proxy.start()
-        out, _, _code = await getProcessOutputAndValue(
-            "curl", ["-s", f"{url}/health"], reactor=reactor
-        )
+        out = await fetch(f"{url}/health")
         health = json.loads(out)
         self.assertEqual(health["pid"], proxy.pid)
         self.assertEqual(health["config"]["path"], str(self.home / "config.yaml"))
