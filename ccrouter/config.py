@@ -89,6 +89,35 @@ class Auth:
 
 
 @frozen
+class ClientLimits:
+    """
+    What one client connection may take, in seconds and counts.  Twisted's
+    own timeouts only measure silence, so a client that drips a byte a
+    second would hold a connection for ever without these.
+
+    @ivar headers: From the first byte of a request to the end of its headers.
+    @ivar bodyIdle: The longest silence allowed inside a request body.
+    @ivar bodyTotal: The longest a request body may take to arrive.
+    @ivar keepAlive: How long an idle keep-alive connection is kept open.
+    @ivar writeStall: How long a client may stop reading a response before
+        both it and the upstream are cut.
+    @ivar maxConnections: Open client connections; when full, the oldest
+        idle one is closed to make room.
+    @ivar maxStreams: Requests in flight to upstreams; over it, a fast 529.
+    @ivar drain: On SIGTERM, how long in-flight requests may take to finish.
+    """
+
+    headers: float = 10.0
+    bodyIdle: float = 30.0
+    bodyTotal: float = 120.0
+    keepAlive: float = 75.0
+    writeStall: float = 300.0
+    maxConnections: int = 256
+    maxStreams: int = 64
+    drain: float = 30.0
+
+
+@frozen
 class Timeouts:
     """
     Per-phase limits, in seconds, for one upstream exchange.
@@ -217,6 +246,7 @@ class ServerSettings:
     #: When set, every request but C{/health} must carry it in
     #: L{TOKEN_HEADER}; kept out of C{repr}.
     token: str | None = field(default=None, repr=False)
+    limits: ClientLimits = ClientLimits()
 
 
 @frozen
@@ -658,8 +688,13 @@ class _ConfigReader:
                 "allowed_hosts",
                 "allowed_origins",
                 "token",
+                "client_timeouts",
+                "max_connections",
+                "max_streams",
+                "drain_timeout",
             ),
         )
+        limits = self._clientLimits(fields)
         token = None
         if "token" in fields:
             with self._recovering():
@@ -719,7 +754,34 @@ class _ConfigReader:
             allowedHosts=allowedHosts,
             allowedOrigins=allowedOrigins,
             token=token,
+            limits=limits,
         )
+
+    def _clientLimits(self, fields: Mapping[str, _Located]) -> ClientLimits:
+        names = {
+            "headers": "headers",
+            "body_idle": "bodyIdle",
+            "body_total": "bodyTotal",
+            "keep_alive": "keepAlive",
+            "write_stall": "writeStall",
+        }
+        values: dict[str, float] = {}
+        timeouts = self._mapping(fields.get("client_timeouts"), tuple(names))
+        for key, item in timeouts.items():
+            with self._recovering():
+                values[names[key]] = self._duration(item)
+        counts: dict[str, int] = {}
+        for key, name in (
+            ("max_connections", "maxConnections"),
+            ("max_streams", "maxStreams"),
+        ):
+            if key in fields:
+                with self._recovering():
+                    counts[name] = self._integer(fields[key], 1, 100_000)
+        if "drain_timeout" in fields:
+            with self._recovering():
+                values["drain"] = self._duration(fields["drain_timeout"])
+        return ClientLimits(**values, **counts)  # type: ignore[arg-type]
 
     def _portOverride(self) -> int | None:
         text = self.environ.get(PORT_VARIABLE)

@@ -793,3 +793,52 @@ class LocalTokenConfigTests(ConfigErrorCase):
             "config.yaml:1: server.token: must be at least 16 printable characters"
             " without spaces",
         )
+
+
+class ClientLimitsConfigTests(ConfigErrorCase):
+    def test_defaults(self) -> None:
+        """
+        Without settings, the limits of reliability.md (d) apply.
+        """
+        limits = parseConfig("{}", "c.yaml", {}).server.limits
+        self.assertEqual(
+            (limits.headers, limits.bodyIdle, limits.bodyTotal, limits.keepAlive),
+            (10.0, 30.0, 120.0, 75.0),
+        )
+        self.assertEqual(
+            (limits.writeStall, limits.maxConnections, limits.maxStreams, limits.drain),
+            (300.0, 256, 64, 30.0),
+        )
+
+    def test_settings(self) -> None:
+        limits = parseConfig(
+            "server:\n"
+            "  client_timeouts: {headers: 5s, body_idle: 1m, body_total: 2m,"
+            " keep_alive: 10, write_stall: 10m}\n"
+            "  max_connections: 16\n"
+            "  max_streams: 8\n"
+            "  drain_timeout: 45s\n",
+            "c.yaml",
+            {},
+        ).server.limits
+        self.assertEqual(
+            (limits.headers, limits.bodyIdle, limits.bodyTotal, limits.keepAlive),
+            (5.0, 60.0, 120.0, 10.0),
+        )
+        self.assertEqual(
+            (limits.writeStall, limits.maxConnections, limits.maxStreams, limits.drain),
+            (600.0, 16, 8, 45.0),
+        )
+
+    def test_unknownTimeout(self) -> None:
+        self.assertConfigError(
+            "server: {client_timeouts: {header: 5}}",
+            "config.yaml:1: server.client_timeouts.header: unknown key 'header';"
+            " did you mean 'headers'?",
+        )
+
+    def test_zeroStreams(self) -> None:
+        self.assertConfigError(
+            "server: {max_streams: 0}",
+            "config.yaml:1: server.max_streams: must be between 1 and 100000",
+        )
