@@ -157,10 +157,18 @@ def _parser() -> argparse.ArgumentParser:
         choices=["show", "path", "edit", "reset", "check"],
     )
     config.add_argument("file", nargs="?", help="for 'check': the file to check")
-    command(
+    init = command(
         "init",
         _lazy("ccrouter.configcmd", "init"),
-        "create the config directory, a commented config and a mode file",
+        "create the config directory, a commented config, the local token and a"
+        " mode file",
+    )
+    init.add_argument(
+        "--token",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--no-token: a new config does not require the local token;"
+        " --token: create the token file for an existing config too",
     )
 
     setup = command(

@@ -118,7 +118,7 @@ def mode(context: Context, arguments: argparse.Namespace) -> int:
         )
         return FAILURE
     previous = _health(context, config)
-    replaceFile(config.modeFile, name.encode("utf-8") + b"\n", mode=0o644)
+    replaceFile(config.modeFile, name.encode("utf-8") + b"\n", mode=0o600)
     if previous is None:
         context.say(f"mode: {name} (ccrouter is not running; it will start in it)")
         return OK

@@ -44,6 +44,15 @@ PORT_VARIABLE = "CCROUTER_PORT"
 #: The header that carries C{server.token}; Claude Code sends it from
 #: C{ANTHROPIC_CUSTOM_HEADERS}.
 TOKEN_HEADER = "x-ccrouter-token"  # noqa: S105 - a header name
+#: A token file larger than this is not one token.
+MAX_TOKEN_FILE_BYTES = 4096
+#: A config file larger than this was not written by hand: it is refused
+#: before being parsed, which would take seconds and hundreds of MiB.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Reads a file the config names (C{server.token_file}): at most
+#: C{MAX_TOKEN_FILE_BYTES + 1} bytes of it.  It raises L{OSError}, or
+#: L{ValueError} saying why the file must not be used (its permissions).
+ReadFile = Callable[[str], bytes]
 UPSTREAM_VARIABLE = "CCROUTER_UPSTREAM"
 #: The one mode of a config without C{modes:}.
 IMPLICIT_MODE = "default"
@@ -247,6 +256,8 @@ class ServerSettings:
     #: L{TOKEN_HEADER}; kept out of C{repr}.
     token: str | None = field(default=None, repr=False)
     limits: ClientLimits = ClientLimits()
+    #: The file C{token} was read from (C{server.token_file}), if any.
+    tokenFile: str | None = None
 
 
 @frozen
@@ -294,6 +305,7 @@ def parseConfig(
     source: str,
     environ: Mapping[str, str],
     directory: str | None = None,
+    readFile: ReadFile | None = None,
 ) -> Config:
     """
     Parse and validate configuration text.
@@ -301,12 +313,16 @@ def parseConfig(
     @param source: The file name used in error messages.
     @param environ: Where C{${NAME}} references are looked up.
     @param directory: Where the config file is: relative paths in it (the
-        mode file) are taken from there.  L{None} for a config that is not a
-        file; it then has no mode file unless one is given in full.
+        mode file, the token file) are taken from there.  L{None} for a
+        config that is not a file; it then has no mode file unless one is
+        given in full.
+    @param readFile: How the token file is read; L{None} refuses a config
+        that names one, keeping this function free of I/O for callers that
+        do not give one.
     @raise ConfigError: On the first problem found.
     """
     root = _compose(text, source)
-    return _ConfigReader(source, environ, directory).read(root)
+    return _ConfigReader(source, environ, directory, readFile=readFile).read(root)
 
 
 def checkConfig(
@@ -314,6 +330,7 @@ def checkConfig(
     source: str,
     environ: Mapping[str, str],
     directory: str | None = None,
+    readFile: ReadFile | None = None,
 ) -> list[ConfigError]:
     """
     Every problem in configuration text, not only the first: what
@@ -327,6 +344,7 @@ def checkConfig(
     @param source: As for L{parseConfig}.
     @param environ: As for L{parseConfig}.
     @param directory: As for L{parseConfig}.
+    @param readFile: As for L{parseConfig}.
     @return: The problems, by line; empty when L{parseConfig} would succeed.
     """
     try:
@@ -335,7 +353,9 @@ def checkConfig(
         return [e]
     problems: list[ConfigError] = []
     try:
-        _ConfigReader(source, environ, directory, problems).read(root)
+        _ConfigReader(source, environ, directory, problems, readFile=readFile).read(
+            root
+        )
     except ConfigError as e:
         problems.append(e)
     unique: dict[str, ConfigError] = {}
@@ -348,6 +368,14 @@ def _compose(text: str, source: str) -> _Located:
     """
     The YAML tree of configuration text; an empty text is an empty mapping.
     """
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            source,
+            None,
+            "",
+            f"is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config file is"
+            " a few KiB",
+        )
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -383,9 +411,14 @@ def literalSecrets(text: str) -> list[str]:
             return False
         return not any(not match.group(1) for match in _ENV_REFERENCE.finditer(value))
 
+    # Aliases make the tree a graph that nine levels of anchors blow up to
+    # billions of paths: each node is looked at once.
+    seen: set[int] = set()
+
     def walk(node: yaml.Node, key: str, depth: int) -> None:
-        if depth > 50:
+        if depth > 50 or id(node) in seen:
             return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for keyNode, valueNode in node.value:
                 name = (
@@ -482,6 +515,16 @@ _UPSTREAM_KEYS = (
     "compat",
 )
 _ENV_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
+#: What a local token may be: it travels as a header value, in Claude
+#: Code's C{ANTHROPIC_CUSTOM_HEADERS} (one C{Name: value} per line).
+_TOKEN = re.compile(r"[!-~]{16,1024}\Z")
+_TOKEN_RULE = "16 to 1024 ASCII letters, digits or punctuation, without spaces"  # noqa: S105
+
+
+def _isToken(text: str) -> bool:
+    return _TOKEN.match(text) is not None
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Framing and hop-by-hop headers: a credential there would corrupt the
@@ -600,6 +643,7 @@ class _ConfigReader:
     directory: str | None
     problems: list[ConfigError] | None = None
     damage: _Damage = field(factory=_Damage)
+    readFile: ReadFile | None = None
 
     def _recovering(self) -> _Recovery:
         return _Recovery(self.problems)
@@ -688,6 +732,7 @@ class _ConfigReader:
                 "allowed_hosts",
                 "allowed_origins",
                 "token",
+                "token_file",
                 "client_timeouts",
                 "max_connections",
                 "max_streams",
@@ -695,14 +740,20 @@ class _ConfigReader:
             ),
         )
         limits = self._clientLimits(fields)
-        token = None
+        token = tokenFile = None
         if "token" in fields:
             with self._recovering():
                 token = self._nonEmptyString(fields["token"])
-                if len(token) < 16 or not token.isprintable() or " " in token:
-                    raise fields["token"].error(
-                        "must be at least 16 printable characters without spaces"
+                if not _isToken(token):
+                    raise fields["token"].error(f"must be {_TOKEN_RULE}")
+        if "token_file" in fields:
+            with self._recovering():
+                if "token" in fields:
+                    raise fields["token_file"].error(
+                        "give 'token' or 'token_file', not both"
                     )
+                tokenFile = self._path(fields["token_file"])
+                token = self._tokenFromFile(fields["token_file"], tokenFile)
         host = DEFAULT_HOST
         if "host" in fields:
             with self._recovering():
@@ -755,7 +806,41 @@ class _ConfigReader:
             allowedOrigins=allowedOrigins,
             token=token,
             limits=limits,
+            tokenFile=tokenFile,
         )
+
+    def _tokenFromFile(self, located: _Located, path: str) -> str:
+        """
+        The token in C{server.token_file}, read anew on every load so that a
+        reload picks up a rotated one.  Messages name the file, never any of
+        its content.
+        """
+        if self.readFile is None:
+            raise located.error(f"{path}: files cannot be read here")
+        try:
+            data = self.readFile(path)
+        except FileNotFoundError:
+            raise located.error(
+                f"{path} does not exist ('ccrouter init' creates it)"
+            ) from None
+        except OSError as e:
+            raise located.error(f"{path}: cannot read: {e.strerror or e}") from None
+        except ValueError as e:
+            raise located.error(f"{path} {e}") from None
+        if len(data) > MAX_TOKEN_FILE_BYTES:
+            raise located.error(
+                f"{path} is larger than a token file can be"
+                f" ({MAX_TOKEN_FILE_BYTES} bytes)"
+            )
+        try:
+            token = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise located.error(f"{path} is not UTF-8 text") from None
+        if not token:
+            raise located.error(f"{path} is empty")
+        if not _isToken(token):
+            raise located.error(f"{path} must hold one token: {_TOKEN_RULE}")
+        return token
 
     def _clientLimits(self, fields: Mapping[str, _Located]) -> ClientLimits:
         names = {
@@ -1018,6 +1103,13 @@ class _ConfigReader:
             if self.directory is None:
                 return None
             return os.path.join(self.directory, DEFAULT_MODE_FILE)
+        return self._path(located)
+
+    def _path(self, located: _Located) -> str:
+        """
+        A file the config names: C{~} expanded, relative to the config's
+        directory.
+        """
         path = os.path.expanduser(self._nonEmptyString(located))
         if "\0" in path:
             raise located.error("a path cannot contain NUL")
@@ -1415,6 +1507,12 @@ class _ConfigReader:
                 raise located.error(f"environment variable {name} is not set")
             if value == "":
                 raise located.error(f"environment variable {name} is empty")
+            # A value pasted with its newline would end a header line early
+            # (or smuggle another one) wherever it is used.
+            if any(character in value for character in "\r\n\0"):
+                raise located.error(
+                    f"environment variable {name} holds a line break or NUL"
+                )
             return value
 
         return _ENV_REFERENCE.sub(substitute, raw)

@@ -2,7 +2,8 @@
 """
 C{ccrouter config} and C{ccrouter init}: show the effective config with
 its secrets masked, print its path, edit it safely, restore the default,
-check a file for every problem, and create the config directory.
+check a file for every problem, and create the config directory with the
+local token.
 
 A running daemon reloads the config file as soon as it has settled, so the
 file is only ever replaced whole (a temporary file in the same directory,
@@ -30,6 +31,7 @@ from ccrouter.config import (
     Auth,
     Config,
     ConfigError,
+    ReadFile,
     Route,
     Timeouts,
     Upstream,
@@ -39,18 +41,38 @@ from ccrouter.config import (
 )
 from ccrouter.control import PLACEHOLDER_PREFIX, withPlaceholders
 from ccrouter.files import replaceFile
+from ccrouter.tokenfile import createTokenFile, readTokenFile
 
 #: How many times C{config edit} re-opens the editor on an invalid config
 #: before it gives up.
 MAX_EDIT_ROUNDS = 20
 TEMPLATE_NAME = "config-template.yaml"
+#: The token file C{init} creates, beside the config.
+TOKEN_NAME = "token"  # noqa: S105 - a file name
+_TOKEN_EXAMPLE = f"# token_file: {TOKEN_NAME}  "
+_TOKEN_SETTING = f"token_file: {TOKEN_NAME}    "
 
 
-def template() -> str:
+def template(withToken: bool = False) -> str:
     """
     The commented default config that C{init} and C{config reset} write.
+
+    @param withToken: Whether it requires the local token in L{TOKEN_NAME}
+        (the C{token_file} example uncommented).
     """
-    return files("ccrouter").joinpath(TEMPLATE_NAME).read_text("utf-8")
+    text = files("ccrouter").joinpath(TEMPLATE_NAME).read_text("utf-8")
+    if withToken:
+        text = text.replace(_TOKEN_EXAMPLE, _TOKEN_SETTING, 1)
+    return text
+
+
+def _defaultFor(directory: str) -> str:
+    """
+    The default config for C{directory}: with the token when its token file
+    is there, so that restoring the default does not quietly let every
+    local client in again.
+    """
+    return template(withToken=os.path.lexists(os.path.join(directory, TOKEN_NAME)))
 
 
 def config(context: Context, arguments: argparse.Namespace) -> int:
@@ -124,6 +146,7 @@ def describeConfig(config: Config) -> list[str]:
         f"  max_body_bytes: {_size(server.maxBodyBytes)}",
         f"  allowed_hosts: [{', '.join(sorted(server.allowedHosts))}]",
         f"  allowed_origins: [{', '.join(sorted(server.allowedOrigins))}]",
+        _tokenLine(server.token, server.tokenFile),
         "default:",
         *_upstreamLines(config.default, "  "),
     ]
@@ -213,6 +236,18 @@ def maskSecret(auth: Auth) -> str:
     return f"<secret, {len(auth.value)} characters>"
 
 
+def _tokenLine(token: str | None, tokenFile: str | None) -> str:
+    if token is None:
+        return "  token: none  # any local client may use the proxy"
+    if PLACEHOLDER_PREFIX in token:
+        shown = "<from the environment; not set in this shell>"
+    else:
+        shown = f"<secret, {len(token)} characters>"
+    if tokenFile is not None:
+        return f"  token_file: {tokenFile}  # {shown}"
+    return f"  token: {shown}"
+
+
 def _timeouts(timeouts: Timeouts) -> str:
     return (
         f"{{connect: {_duration(timeouts.connect)},"
@@ -264,7 +299,7 @@ def _check(context: Context, path: str) -> int:
         context.say(f"{path}: is not UTF-8 text")
         return FAILURE
     directory = os.path.dirname(os.path.abspath(path))
-    problems = checkConfig(text, path, context.environ, directory)
+    problems = checkConfig(text, path, context.environ, directory, readTokenFile)
     for problem in problems:
         context.say(str(problem))
     if problems:
@@ -281,7 +316,7 @@ def _edit(context: Context) -> int:
     if not os.path.lexists(path):
         try:
             _makeDirectory(os.path.dirname(path))
-            _createExclusive(path, template())
+            _createExclusive(path, _defaultFor(os.path.dirname(path)))
         except OSError as e:
             context.complain(f"cannot create {path}: {e.strerror}")
             return FAILURE
@@ -383,7 +418,9 @@ def _problems(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return [ConfigError(source, None, "", "is not UTF-8 text")]
-    return checkConfig(text, source, withPlaceholders(context, text), directory)
+    return checkConfig(
+        text, source, withPlaceholders(context, text), directory, readTokenFile
+    )
 
 
 def _changedLines(before: bytes, after: bytes) -> str:
@@ -403,8 +440,8 @@ def _changedLines(before: bytes, after: bytes) -> str:
 
 def _reset(context: Context) -> int:
     path = context.paths.configFile
-    text = template()
     target = os.path.realpath(path)
+    text = _defaultFor(os.path.dirname(target))
     try:
         _makeDirectory(os.path.dirname(target))
         try:
@@ -423,6 +460,11 @@ def _reset(context: Context) -> int:
         context.complain(f"cannot reset {path}: {e.strerror}")
         return FAILURE
     context.say(f"Restored the default config in {path}")
+    if text != template():
+        context.say(
+            f"It requires the local token in {TOKEN_NAME} beside it, as that"
+            " file is there."
+        )
     return OK
 
 
@@ -449,31 +491,39 @@ def _backup(path: str, data: bytes) -> str:
 
 def init(context: Context, arguments: argparse.Namespace) -> int:
     """
-    C{ccrouter init}: the config directory (0700), a commented config
-    (0600) and a mode file naming the default mode, never overwriting
-    anything that is there.
+    C{ccrouter init [--no-token | --token]}: the config directory (0700), a
+    commented config (0600), the local token (a 0600 file the new config
+    names, unless C{--no-token}) and a mode file naming the default mode,
+    never overwriting anything that is there.  The token is never shown.
     """
     path = context.paths.configFile
     directory = os.path.dirname(path)
+    wantToken: bool | None = getattr(arguments, "token", None)
     try:
         if _makeDirectory(directory):
             context.say(f"Created {directory}/")
         else:
             context.say(f"Kept {directory}/ (it exists)")
-        if _createExclusive(path, template()):
+        if _createExclusive(path, template(withToken=wantToken is not False)):
             context.say(f"Created {path} (the default config, with examples)")
         else:
             context.say(f"Kept {path} (it exists)")
     except OSError as e:
         context.complain(f"cannot create {e.filename or directory}: {e.strerror}")
         return FAILURE
+    missing: list[str] = []
     try:
         with open(path, encoding="utf-8") as f:
-            loaded = parseConfig(f.read(), path, context.environ, directory)
+            text = f.read()
+        loaded = parseConfig(
+            text, path, context.environ, directory, _noteMissing(missing)
+        )
     except (OSError, UnicodeDecodeError, ConfigError) as e:
         problem = e if isinstance(e, ConfigError) else f"{path}: cannot read: {e}"
         context.complain(f"{problem}")
         context.complain("no mode file created; fix the config first")
+        return FAILURE
+    if not _initToken(context, loaded, missing, wantToken):
         return FAILURE
     modeFile = loaded.modeFile
     if modeFile is not None:
@@ -491,6 +541,64 @@ def init(context: Context, arguments: argparse.Namespace) -> int:
     context.say("  ccrouter setup claude   # point Claude Code at the proxy")
     context.say("  ccrouter start          # run the proxy in the background")
     return OK
+
+
+#: What a token file that is not there yet reads as while C{init} looks for
+#: the files the config names.
+_STAND_IN = b"x" * 43
+
+
+def _noteMissing(missing: list[str]) -> ReadFile:
+    """
+    L{readTokenFile}, but a file that does not exist is noted in C{missing}
+    and read as a stand-in, for C{init} to create.
+    """
+
+    def read(path: str) -> bytes:
+        try:
+            return readTokenFile(path)
+        except FileNotFoundError:
+            missing.append(path)
+            return _STAND_IN
+
+    return read
+
+
+def _initToken(
+    context: Context, loaded: Config, missing: list[str], wantToken: bool | None
+) -> bool:
+    """
+    Create the token file the config names if it is missing (one that is
+    there has been checked while loading).  With C{--token}, for a config
+    that names none, create the usual one and say how to require it.
+
+    @return: Whether all went well.
+    """
+    tokenFile = loaded.server.tokenFile
+    required = tokenFile is not None
+    if tokenFile is None:
+        if not wantToken:
+            return True
+        tokenFile = os.path.join(os.path.dirname(context.paths.configFile), TOKEN_NAME)
+    try:
+        created = (not required or tokenFile in missing) and createTokenFile(tokenFile)
+    except OSError as e:
+        context.complain(f"cannot create {tokenFile}: {e.strerror}")
+        return False
+    if created:
+        context.say(
+            f"Created {tokenFile} (the local token, 256 random bits: every"
+            " request must carry it; 'ccrouter setup claude' gives it to"
+            " Claude Code)"
+        )
+    else:
+        context.say(f"Kept {tokenFile} (it exists)")
+    if not required:
+        context.say(
+            f"{context.paths.configFile} does not require it yet: add"
+            f" 'token_file: {tokenFile}' under 'server:'"
+        )
+    return True
 
 
 # Files

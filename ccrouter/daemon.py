@@ -28,7 +28,7 @@ from ccrouter.control import (
     loadConfig,
     proxyAddress,
 )
-from ccrouter.files import replaceFile
+from ccrouter.files import makePrivateDirectories, writePrivateFile
 from ccrouter.logs import LOG_FILE_VARIABLE, formatLine, readableLines
 
 #: How often the command looks again while it waits for the daemon.
@@ -239,8 +239,8 @@ def start(context: Context, arguments: argparse.Namespace) -> int:
     address = _address(context, running=False)
     if address is None:
         return FAILURE
-    os.makedirs(paths.stateDirectory, mode=0o700, exist_ok=True)
-    replaceFile(
+    makePrivateDirectories(paths.stateDirectory)
+    writePrivateFile(
         paths.addressFile,
         json.dumps(
             {"host": address.host, "port": address.port, "unixPath": address.unixPath}

@@ -49,6 +49,28 @@ def requestTooLarge(limit: int) -> ProxyError:
     )
 
 
+def requestTimeout(message: str) -> ProxyError:
+    return ProxyError(408, "timeout_error", message)
+
+
+def requestLineTooLong(limit: int) -> ProxyError:
+    return ProxyError(
+        414, "invalid_request_error", f"request line is longer than {limit} bytes"
+    )
+
+
+def headersTooLarge(message: str) -> ProxyError:
+    return ProxyError(431, "invalid_request_error", message)
+
+
+def tooManyConnections(limit: int) -> ProxyError:
+    return ProxyError(
+        503,
+        "overloaded_error",
+        f"ccrouter already serves {limit} client connections, all busy",
+    )
+
+
 def upstreamUnavailable(message: str) -> ProxyError:
     return ProxyError(502, "api_error", message)
 

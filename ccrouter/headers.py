@@ -29,8 +29,18 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-#: The headers Claude Code carries the user's Anthropic credential in.
-CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
+#: The headers a client's own credentials travel in: Claude Code's Anthropic
+#: login, and any cookie (ccrouter uses none, and a provider must not see
+#: what the client keeps for another site).
+CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"cookie", b"cookie2"})
+
+#: Never relayed to the client: ccrouter sends no CORS headers (a permissive
+#: C{Access-Control-Allow-Origin: *} from an OpenAI-compatible provider
+#: would let any web page read the answers it gets through ccrouter), and
+#: keeps no cookies, so an upstream's would only be stored for 127.0.0.1
+#: and sent back by any browser to every local port.
+_UPSTREAM_ONLY = frozenset({b"set-cookie", b"set-cookie2"})
+_CORS_PREFIX = b"access-control-"
 
 #: Recomputed for the upstream hop rather than copied: the Agent derives Host
 #: from the URL (so SNI and Host agree) and writes its own framing, Twisted has
@@ -56,12 +66,18 @@ def connectionTokens(headers: Headers) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def _copyExcept(source: Headers, drop: Iterable[bytes]) -> Headers:
+def _copyExcept(
+    source: Headers, drop: Iterable[bytes], dropPrefix: bytes | None = None
+) -> Headers:
     dropped = frozenset(drop)
     copied = Headers()
     for name, values in source.getAllRawHeaders():
-        if name.lower() not in dropped:
-            copied.setRawHeaders(name, list(values))
+        lowered = name.lower()
+        if lowered in dropped:
+            continue
+        if dropPrefix is not None and lowered.startswith(dropPrefix):
+            continue
+        copied.setRawHeaders(name, list(values))
     return copied
 
 
@@ -90,7 +106,11 @@ def upstreamRequestHeaders(client: Headers, upstream: Upstream) -> Headers:
 def clientResponseHeaders(upstream: Headers) -> Headers:
     """
     The upstream response headers to relay to the client: all but the
-    hop-by-hop ones.  The body is relayed verbatim, so C{Content-Length} and
-    C{Content-Encoding} stay true.
+    hop-by-hop ones, CORS headers and cookies.  The body is relayed
+    verbatim, so C{Content-Length} and C{Content-Encoding} stay true.
     """
-    return _copyExcept(upstream, HOP_BY_HOP | connectionTokens(upstream))
+    return _copyExcept(
+        upstream,
+        HOP_BY_HOP | _UPSTREAM_ONLY | connectionTokens(upstream),
+        _CORS_PREFIX,
+    )

@@ -100,6 +100,8 @@ def healthReport(live: LiveState) -> dict[str, Any]:
         "listen": list(live.listening or config.server.listen),
         "started_at": _timestamp(live.startedAt),
         "uptime_seconds": round(live.uptime, 3),
+        "active_requests": len(live.inflight),
+        "max_streams": config.server.limits.maxStreams,
         "config": {
             "path": live.configPath,
             "loaded_at": _timestamp(live.loadedAt),

@@ -26,6 +26,7 @@ from ccrouter.breaker import (
     Transition,
 )
 from ccrouter.config import Config, Mode
+from ccrouter.drain import InFlight
 from ccrouter.modes import ModeReading, readModeFile
 
 #: Saved breaker state lives next to the mode file, under this name.
@@ -89,6 +90,9 @@ class LiveState:
         self.noTokenCounting: set[bytes] = set()
         #: The endpoints listened on, when they differ from the config's.
         self.listening: tuple[str, ...] = ()
+        #: The requests in flight to upstreams (the stream cap counts them,
+        #: a graceful stop waits for them).
+        self.inflight = InFlight()
         self.board = BreakerBoard(config.breaker)
         self.board.reconcile(config.targetNames, config.breaker, self.now())
 

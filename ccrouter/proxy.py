@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy -*-
+# -*- test-case-name: tests.test_proxy,tests.test_stream_cap,tests.test_drain -*-
 """
 The proxy resource: check the request, decide where it goes, forward it
 with treq and relay the response.
@@ -55,6 +55,7 @@ from ccrouter.dialects import (
     Translation,
     prepare,
 )
+from ccrouter.drain import SHUTTING_DOWN, STOPPED, tooManyStreams
 from ccrouter.errors import (
     ProxyError,
     errorForStatus,
@@ -66,6 +67,7 @@ from ccrouter.failures import (
     describeHeadersTimeout,
     isConnectTimeout,
 )
+from ccrouter.hardening import withoutCredential
 from ccrouter.headers import clientResponseHeaders
 from ccrouter.live import LiveState
 from ccrouter.outcomes import outcomeOfStatus
@@ -106,6 +108,10 @@ class ProxyResource(Resource):
     names, failing over between the targets of a failover mode.  A leaf: the
     raw request target is used, never the path segments Twisted decoded
     from it.  The root resource has already checked the request.
+
+    At most C{server.max_streams} requests are in flight at once: one more
+    is answered 529 at once, without an upstream.  Once ccrouter stops, new
+    requests get the same answer.
     """
 
     isLeaf = True
@@ -123,6 +129,14 @@ class ProxyResource(Resource):
 
     def render(self, request: Request) -> int | bytes:
         live = self._live
+        inflight = live.inflight
+        if inflight.draining:
+            writeError(request, SHUTTING_DOWN)
+            return NOT_DONE_YET
+        limit = live.config.server.limits.maxStreams
+        if len(inflight) >= limit:
+            writeError(request, tooManyStreams(limit))
+            return NOT_DONE_YET
         headers = request.requestHeaders
         assert request.content is not None
         request.content.seek(0)
@@ -325,6 +339,11 @@ class _Exchange:
         return self._upstream.timeouts.forHeaders(self._plan.streaming)
 
     def start(self) -> None:
+        # In flight from now until the client's response is over, whichever
+        # way it ends.
+        inflight = self._live.inflight
+        inflight.add(self)
+        self._request.notifyFinish().addBoth(lambda _: inflight.discard(self))
         self._request.notifyFinish().addErrback(self._clientDisconnected)
         # Targets out of rotation are not tried at all while another one is
         # available; only when none is are they all tried, soonest first.
@@ -422,6 +441,33 @@ class _Exchange:
         elif self._pending is not None:
             self._pending.cancel()
 
+    def endNow(self, error: ProxyError) -> None:
+        """
+        End this exchange at once (ccrouter is stopping): a response already
+        started ends with C{error} as an SSE C{error} event (or an abort),
+        one not yet started is C{error} itself; the upstream request is
+        closed and the client connection after it.
+        """
+        request = self._request
+        if self._clientGone or request.finished:
+            return
+        if self._relay is not None:
+            self._relay.endNow(error)
+            return
+        self._clientGone = True
+        self._stopHeadersTimer()
+        self._record(STOPPED)
+        if self._errorBody is not None:
+            self._errorBody.stop()
+        elif self._pending is not None:
+            self._pending.cancel()
+        channel = request.channel
+        if request.startedWriting:
+            channel.forceAbortClient()
+            return
+        writeError(request, error)
+        channel.loseConnection()
+
     def _failOver(self, problem: str) -> None:
         assert self._remaining
         self._live.failovers += 1
@@ -468,6 +514,8 @@ class _Exchange:
             )
         elif outcome.isFailure and self._plan.failover:
             self._answerExhausted(response)
+        elif response.code >= 400 and self._upstream.auth is not None:
+            self._answerWithoutCredential(response)
         else:
             try:
                 self._relayResponse(response)
@@ -514,6 +562,7 @@ class _Exchange:
                 and self._plan.clientModel is not None
                 and 200 <= response.code < 300
             ),
+            writeStall=self._live.config.server.limits.writeStall,
         )
         response.deliverBody(self._relay)
 
@@ -552,10 +601,52 @@ class _Exchange:
             if body is None or not isAnthropicError(body):
                 fallback = errorForStatus(response.code, self._summary())
                 body = fallback.body()
+            body = withoutCredential(body, self._upstream)
             for name in (b"content-encoding", b"content-length", b"content-type"):
                 headers.removeHeader(name)
             self._copyResponseHead(response.code, response.phrase, headers)
             _writeFinal(self._request, body)
+
+        collector.finished.addCallback(answer).addErrback(self._bug)
+
+    def _answerWithoutCredential(self, response: _Response) -> None:
+        """
+        An error from an upstream ccrouter added a key for: read whole (it
+        is small) and relayed with that key taken out, since some providers
+        echo the key they refuse, and it is not the client's to see (S13).
+        """
+        collector = _ErrorBody(
+            _ERROR_BODY_LIMIT,
+            min(self._upstream.timeouts.idle, _ERROR_BODY_IDLE),
+            self._clock,
+        )
+        self._errorBody = collector
+        response.deliverBody(_decoded(response, collector, _ERROR_BODY_LIMIT))
+        original = response.original
+        assert isinstance(original, _UndecodedResponse)
+        headers = clientResponseHeaders(original.upstreamHeaders)
+
+        def answer(body: bytes | None) -> None:
+            self._errorBody = None
+            if self._clientGone:
+                return
+            if body is None:
+                error = errorForStatus(
+                    response.code,
+                    f"upstream {self._upstream.name} answered HTTP {response.code}",
+                )
+                body = error.body()
+                headers.setRawHeaders(b"content-type", [b"application/json"])
+            for name in (b"content-encoding", b"content-length"):
+                headers.removeHeader(name)
+            self._copyResponseHead(response.code, response.phrase, headers)
+            body = withoutCredential(body, self._upstream)
+            request = self._request
+            request.responseHeaders.setRawHeaders(
+                b"content-length", [b"%d" % len(body)]
+            )
+            request.write(body)
+            request.finish()
 
         collector.finished.addCallback(answer).addErrback(self._bug)
 
@@ -619,7 +710,12 @@ class _Exchange:
                 translation.inputTokens,
             )
             self._relay = TranslatingRelay(
-                request, self._upstream, translator, self._clock, onEnd=self._record
+                request,
+                self._upstream,
+                translator,
+                self._clock,
+                onEnd=self._record,
+                writeStall=self._live.config.server.limits.writeStall,
             )
             response.deliverBody(_decoded(response, self._relay))
             return
@@ -652,7 +748,9 @@ class _Exchange:
                 if exhausted:
                     self._logExhausted()
                 status, translated = translateError(
-                    response.code, body or b"", retryAfter
+                    response.code,
+                    withoutCredential(body or b"", self._upstream),
+                    retryAfter,
                 )
             request.setResponseCode(status)
             request.responseHeaders.setRawHeaders(

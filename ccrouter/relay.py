@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy -*-
+# -*- test-case-name: tests.test_proxy,tests.test_write_stall -*-
 """
 The body-delivery protocol: relays an upstream response body to the client
 chunk by chunk, as it arrives.
@@ -21,7 +21,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ccrouter.breaker import CLIENT_LEFT, SUCCEEDED, Outcome, Verdict
-from ccrouter.config import Upstream
+from ccrouter.config import ClientLimits, Upstream
+from ccrouter.drain import STOPPED
 from ccrouter.errors import ProxyError, upstreamUnavailable
 from ccrouter.failures import describeBrokenBody, describeIdleTimeout
 from ccrouter.sse import EventBoundary, EventNames
@@ -38,10 +39,13 @@ class ResponseRelay(Protocol):
     resume on to the upstream socket, so a client that stops reading holds
     the upstream back instead of growing memory.  An upstream silent for the
     idle timeout is cut, but only while the client is reading: a stream held
-    back by the client is not the upstream's silence.  A body that breaks
-    off ends in a way the client can see: an SSE C{error} event when the
-    stream is between events (and not framed by a Content-Length), otherwise
-    an aborted connection, never a clean end on a truncated body.
+    back by the client is not the upstream's silence.  A client that reads
+    nothing for C{writeStall} seconds is the one cut: its connection is
+    aborted and the upstream's closed, with nothing counted against the
+    upstream.  A body that breaks off ends in a way the client can see: an
+    SSE C{error} event when the stream is between events (and not framed by
+    a Content-Length), otherwise an aborted connection, never a clean end
+    on a truncated body.
 
     When the body ends, C{onEnd} hears what it says about the upstream: an
     Anthropic stream is only a success if it reached C{message_stop}
@@ -59,10 +63,13 @@ class ResponseRelay(Protocol):
         clock: IReactorTime,
         onEnd: Callable[[Outcome], None] = lambda outcome: None,
         expectMessageStop: bool = False,
+        writeStall: float = ClientLimits().writeStall,
     ) -> None:
         """
         @param expectMessageStop: Whether the body is an Anthropic Messages
             stream, which must end with C{message_stop}.
+        @param writeStall: How long the client may hold the stream back
+            (read nothing) before both connections are cut.
         """
         self._request = request
         self._upstream = upstream
@@ -71,8 +78,10 @@ class ResponseRelay(Protocol):
         self._boundary = EventBoundary() if eventStream and not framedByLength else None
         self._events = EventNames() if eventStream else None
         self._expectMessageStop = expectMessageStop and eventStream
+        self._writeStall = writeStall
         self._idleCall: IDelayedCall | None = None
         self._idleExpired = False
+        self._stallCall: IDelayedCall | None = None
         self._clientGone = False
         self._ended = False
         self.bytesRelayed = 0
@@ -97,15 +106,37 @@ class ResponseRelay(Protocol):
         let it stream into the void.
         """
         self._clientGone = True
+        self._cancelStallTimer()
         self._stopUpstream()
+
+    def endNow(self, error: ProxyError) -> None:
+        """
+        End the response before the upstream has (ccrouter is stopping):
+        with C{error} as an SSE C{error} event where one fits, or else an
+        aborted connection; then close both connections.  Nothing counts
+        against the upstream.
+        """
+        if self._ended or self._clientGone:
+            return
+        self._ended = True
+        self._cancelTimers()
+        # Twisted lets go of the channel once the request is finished.
+        channel = self._request.channel
+        self._request.unregisterProducer()
+        if self._endWithError(error.event()):
+            channel.loseConnection()
+        self._stopUpstream()
+        self._onEnd(STOPPED)
 
     # IPushProducer, driven by the client connection
 
     def pauseProducing(self) -> None:
         self._cancelIdleTimer()
+        self._startStallTimer()
         self._upstreamProducer().pauseProducing()
 
     def resumeProducing(self) -> None:
+        self._cancelStallTimer()
         self._startIdleTimer()
         self._upstreamProducer().resumeProducing()
 
@@ -129,6 +160,37 @@ class ResponseRelay(Protocol):
         self._idleExpired = True
         self._stopUpstream()
 
+    def _startStallTimer(self) -> None:
+        if self._ended or self._clientGone or self._stallCall is not None:
+            return
+        self._stallCall = self._clock.callLater(self._writeStall, self._clientStalled)
+
+    def _cancelStallTimer(self) -> None:
+        if self._stallCall is not None and self._stallCall.active():
+            self._stallCall.cancel()
+        self._stallCall = None
+
+    def _cancelTimers(self) -> None:
+        self._cancelIdleTimer()
+        self._cancelStallTimer()
+
+    def _clientStalled(self) -> None:
+        """
+        The client has read nothing for the write-stall limit: it is the
+        one at fault, so it is cut and the upstream closed, as when a
+        client goes away.
+        """
+        self._stallCall = None
+        self._log.warn(
+            "the client read nothing for {seconds:g} s"
+            " (server.client_timeouts.write_stall): closing its connection"
+            " and the upstream's",
+            seconds=self._writeStall,
+        )
+        self._clientGone = True
+        self._stopUpstream()
+        self._request.channel.forceAbortClient()
+
     def _upstreamProducer(self) -> IPushProducer:
         # deliverBody hands over a TransportProxyProducer: a push producer
         # with no other transport methods (no abortConnection).
@@ -139,8 +201,11 @@ class ResponseRelay(Protocol):
             self._upstreamProducer().stopProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._ended:
+            # Ended here already (ccrouter is stopping).
+            return
         self._ended = True
-        self._cancelIdleTimer()
+        self._cancelTimers()
         if self._clientGone:
             self._onEnd(CLIENT_LEFT)
             return
@@ -194,16 +259,19 @@ class ResponseRelay(Protocol):
             self._request.finish()
             self._onEnd(SUCCEEDED)
 
-    def _endWithError(self, event: bytes) -> None:
+    def _endWithError(self, event: bytes) -> bool:
         """
         End a broken body where the client can tell: an error event between
         events, or else a dropped connection.
+
+        @return: Whether the event was sent (and the response finished).
         """
         if self._boundary is not None and self._boundary.atBoundary:
             self._request.write(event)
             self._request.finish()
-        else:
-            self._request.channel.forceAbortClient()
+            return True
+        self._request.channel.forceAbortClient()
+        return False
 
 
 #: Seconds of upstream silence after which a translated stream gets a
@@ -229,8 +297,11 @@ class TranslatingRelay(ResponseRelay):
         clock: IReactorTime,
         onEnd: Callable[[Outcome], None],
         pingInterval: float = PING_INTERVAL,
+        writeStall: float = ClientLimits().writeStall,
     ) -> None:
-        super().__init__(request, upstream, False, False, clock, onEnd)
+        super().__init__(
+            request, upstream, False, False, clock, onEnd, writeStall=writeStall
+        )
         self._translator = translator
         self._pingInterval = pingInterval
         self._pingCall: IDelayedCall | None = None
@@ -287,11 +358,25 @@ class TranslatingRelay(ResponseRelay):
         if self._ended:
             return
         self._ended = True
-        self._cancelIdleTimer()
+        self._cancelTimers()
         self._cancelPing()
         self._request.unregisterProducer()
         self._request.finish()
         self._onEnd(outcome)
+
+    def endNow(self, error: ProxyError) -> None:
+        """
+        End the translated stream now (ccrouter is stopping): translated
+        events are always whole, so C{error} can always follow as an
+        C{error} event.
+        """
+        if self._ended or self._clientGone:
+            return
+        channel = self._request.channel
+        self._request.write(self._translator.fail(error.type, error.message))
+        self._end(STOPPED)
+        channel.loseConnection()
+        self._stopUpstream()
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -309,7 +394,7 @@ class TranslatingRelay(ResponseRelay):
             return
         if self._clientGone:
             self._ended = True
-            self._cancelIdleTimer()
+            self._cancelTimers()
             self._onEnd(CLIENT_LEFT)
             return
         if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):

@@ -6,20 +6,14 @@ C{/health} is answered by ccrouter and everything else is proxied.
 
 from __future__ import annotations
 
-import hmac
-
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ccrouter.config import TOKEN_HEADER
-from ccrouter.errors import ProxyError
-from ccrouter.guard import checkRequest
+from ccrouter.guard import HEALTH_PATH, checkRequest
 from ccrouter.health import HealthResource
 from ccrouter.live import LiveState
 from ccrouter.proxy import AgentFor, ProxyResource, writeError
-
-HEALTH_PATH = b"/health"
 
 
 class RootResource(Resource):
@@ -39,37 +33,23 @@ class RootResource(Resource):
 
     def render(self, request: Request) -> int | bytes:
         server = self._live.config.server
-        headers = request.requestHeaders
-        # Two Host headers are as suspect as a foreign one.
-        hosts = headers.getRawHeaders(b"host", [])
-        origins = headers.getRawHeaders(b"origin", [])
         refusal = checkRequest(
+            request.method,
             request.uri,
-            hosts[0] if len(hosts) == 1 else None,
-            b", ".join(origins) if origins else None,
+            request.requestHeaders,
             server.allowedHosts,
             server.allowedOrigins,
+            server.token,
         )
         if refusal is not None:
-            writeError(request, refusal)
+            # The same request would be refused again: without this, Claude
+            # Code retries a 401 for three minutes before showing it.
+            request.responseHeaders.setRawHeaders(b"x-should-retry", [b"false"])
+            for name, value in refusal.headers:
+                request.responseHeaders.setRawHeaders(name, [value])
+            writeError(request, refusal.error)
             return NOT_DONE_YET
-        isHealth = request.uri.split(b"?", 1)[0] == HEALTH_PATH
-        if server.token is not None and not isHealth:
-            presented = headers.getRawHeaders(TOKEN_HEADER.encode("ascii"), [])
-            if len(presented) != 1 or not hmac.compare_digest(
-                presented[0], server.token.encode("utf-8")
-            ):
-                writeError(
-                    request,
-                    ProxyError(
-                        401,
-                        "authentication_error",
-                        f"ccrouter wants its local token in the {TOKEN_HEADER}"
-                        " header (set ANTHROPIC_CUSTOM_HEADERS for Claude Code)",
-                    ),
-                )
-                return NOT_DONE_YET
-        if isHealth:
+        if request.uri.split(b"?", 1)[0] == HEALTH_PATH:
             return self._health.render(request)  # type: ignore[no-any-return]
         return self._proxy.render(request)  # type: ignore[no-any-return]
 

@@ -14,6 +14,7 @@ C{EnvironmentFile} the user keeps with mode 0600.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import plistlib
 import re
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 from attrs import frozen
 
 from ccrouter.cli import FAILURE, OK, USAGE, Context
-from ccrouter.config import ConfigError
+from ccrouter.config import ClientLimits, ConfigError
 from ccrouter.control import Address, configPathForDaemon, loadConfig, proxyAddress
 from ccrouter.daemon import twistdCommand
 from ccrouter.files import replaceFile
@@ -52,6 +53,9 @@ KEPT_VARIABLES = (
     "XDG_STATE_HOME",
 )
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: Beyond the proxy's drain deadline, how long systemd waits after SIGTERM
+#: before it kills: the rest of the stop sequence and the exit.
+STOP_MARGIN = 15
 
 #: Runs a command and gives its exit status and what it printed.
 Runner = Callable[[Sequence[str], Mapping[str, str]], "Outcome"]
@@ -146,12 +150,21 @@ def _environmentLine(name: str, value: str) -> str:
     return 'Environment="' + assignment.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def stopTimeout(drain: float) -> int:
+    """
+    systemd's C{TimeoutStopSec} for a proxy that drains for C{drain}
+    seconds: longer, so that SIGKILL never cuts a drain short.
+    """
+    return math.ceil(drain) + STOP_MARGIN
+
+
 def systemdService(
     python: str,
     configPath: str | None,
     environment: Mapping[str, str],
     socket: bool,
     environmentFile: str | None = None,
+    drain: float = ClientLimits().drain,
 ) -> str:
     """
     The text of C{ccrouter.service}.
@@ -162,6 +175,8 @@ def systemdService(
     @param environment: Variables to set (no secrets).
     @param socket: Whether the service adopts C{ccrouter.socket}.
     @param environmentFile: An optional C{NAME=value} file for the service.
+    @param drain: The config's C{server.drain_timeout}, which the stop
+        timeout must exceed.
     """
     unit = ["[Unit]", "Description=ccrouter, a model-routing proxy for Claude Code"]
     if socket:
@@ -181,9 +196,17 @@ def systemdService(
     service += [
         "Restart=on-failure",
         "RestartSec=2",
-        # More than the proxy's own drain deadline for in-flight streams.
-        "TimeoutStopSec=45",
+        # SIGTERM starts the proxy's drain; systemd waits for it (and more)
+        # before SIGKILL.  Mixed: only the proxy gets SIGTERM, everything
+        # left in the unit gets SIGKILL at the end.
         "KillSignal=SIGTERM",
+        "KillMode=mixed",
+        f"TimeoutStopSec={stopTimeout(drain)}",
+        # Config, token, mode, state and log files readable by the user only.
+        "UMask=0077",
+        # One per client connection and upstream stream, well past 1024.
+        "LimitNOFILE=65536",
+        "NoNewPrivileges=yes",
         "",
         "[Install]",
         "WantedBy=default.target",
@@ -366,7 +389,8 @@ def _installSystemd(
     socket: bool = arguments.socket
     configPath = configPathForDaemon(context)
     try:
-        address = proxyAddress(loadConfig(context, needsSecrets=False))
+        config = loadConfig(context, needsSecrets=False)
+        address = proxyAddress(config)
     except ConfigError as e:
         context.complain(f"{e}; fix the config first ('ccrouter config check')")
         return FAILURE
@@ -374,7 +398,12 @@ def _installSystemd(
     environmentFile = environmentFilePath(context)
     try:
         serviceText = systemdService(
-            python, configPath, environment, socket, environmentFile
+            python,
+            configPath,
+            environment,
+            socket,
+            environmentFile,
+            drain=config.server.limits.drain,
         )
         socketText = systemdSocket(address) if socket else None
     except ValueError as e:

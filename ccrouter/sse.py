@@ -65,9 +65,12 @@ class EventNames:
     def feed(self, data: bytes) -> None:
         buffered = self._partial + data
         lines = buffered.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self._partial = lines.pop()[:_MAX_NAME_LINE]
+        # Kept one byte longer than a name line can be, so that a longer line
+        # is skipped however the stream was cut: what is seen must not
+        # depend on where the chunks end.
+        self._partial = lines.pop()[: _MAX_NAME_LINE + 1]
         for line in lines:
-            if line.startswith(b"event:"):
+            if len(line) <= _MAX_NAME_LINE and line.startswith(b"event:"):
                 self._sawEvent(line[6:].strip())
 
     def _sawEvent(self, name: bytes) -> None:

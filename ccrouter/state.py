@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ccrouter.breaker import Breaker, BreakerBoard, BreakerPolicy
-from ccrouter.files import replaceFile
+from ccrouter.files import writePrivateFile
 
 FORMAT_VERSION = 1
 #: A state file larger than this was not written by ccrouter.
@@ -77,11 +77,12 @@ def saveBoard(
 ) -> None:
     """
     Write the board to C{path} through a temporary file and a rename, so a
-    reader (or a crash) never sees half a file.
+    reader (or a crash) never sees half a file; 0600, in a 0700 directory
+    if it has to be created.
 
     @raise OSError: If it cannot be written.
     """
-    replaceFile(path, encodeBoard(board, now(), wallNow()), mode=0o600)
+    writePrivateFile(path, encodeBoard(board, now(), wallNow()))
 
 
 def loadBoard(path: str, board: BreakerBoard, now: float, wallNow: float) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, Service
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -31,10 +31,19 @@ from ccrouter import __version__
 from ccrouter.agents import PooledAgents
 from ccrouter.breaker import BreakerBoard
 from ccrouter.config import Config, ConfigError, parseConfig, permissionWarning
+from ccrouter.drain import GracefulStop
+from ccrouter.hardening import LiveSecrets, configFileProblem, hardenProcess
 from ccrouter.live import LiveState
+from ccrouter.logs import (
+    accessLogLine,
+    setSecretSource,
+    stdoutObserverFor,
+    withLogObserver,
+)
 from ccrouter.root import resourceTree
 from ccrouter.server import ProxySite
 from ccrouter.state import loadBoard, saveBoard
+from ccrouter.tokenfile import readTokenFile
 from ccrouter.watch import Watcher
 
 DEFAULT_CONFIG_NAME = "<built-in default config>"
@@ -90,7 +99,14 @@ def loadConfig(path: str | None, environ: Mapping[str, str]) -> Config:
         raise ConfigError(path, None, "", f"cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(path, None, "", "is not UTF-8 text") from None
-    return parseConfig(text, path, environ, os.path.dirname(os.path.abspath(path)))
+    # The token file is read on every load, so a reload picks up a new token.
+    return parseConfig(
+        text,
+        path,
+        environ,
+        os.path.dirname(os.path.abspath(path)),
+        readFile=readTokenFile,
+    )
 
 
 def exitAtStartup(message: str) -> SystemExit:
@@ -186,7 +202,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     """
     The service tree for C{twistd ccrouter}: the file watcher, the shared
     upstream connection pool and one listener per endpoint, all serving the
-    resource tree.
+    resource tree; stopped gracefully (L{GracefulStop}).
 
     @raise SystemExit: With status 1, after one line on standard error, if
         the config or an endpoint is invalid.
@@ -195,6 +211,9 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+        # The process twistd runs; tests bring their own reactor and keep
+        # their own process as it is.
+        hardenProcess(os.environ)
     configPath = options["config"]
     environ = dict(os.environ)
     try:
@@ -216,9 +235,12 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     live.listening = tuple(listen)
     _restoreBreakers(live)
     if live.configPath is not None:
-        _warnAboutPermissions(live.configPath)
+        _checkConfigFile(live.configPath)
+    setSecretSource(LiveSecrets(lambda: live.config))
 
-    top = MultiService()
+    # Stopped in order: listeners, then the requests in flight, and only then
+    # the watcher and the upstream pool.
+    top = GracefulStop(live.inflight, reactor, lambda: live.config.server.limits.drain)
     watcher = Watcher(
         live,
         live.configPath,
@@ -233,10 +255,12 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     agents.setServiceParent(top)
     site = ProxySite(
         resourceTree(live, agents.agentFor, reactor),
-        lambda: live.config.server.maxBodyBytes,
+        lambda: live.config.server,
         reactor=reactor,
+        logFormatter=accessLogLine,
     )
     site.noisy = False
+    top.clients = site
     for description in listen:
         try:
             endpoint = endpoints.serverFromString(reactor, description)
@@ -244,14 +268,21 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
             raise exitAtStartup(
                 f"ccrouter: invalid listen endpoint {description!r}: {e}"
             ) from None
-        ListeningService(description, endpoint, site, reactor).setServiceParent(top)
-    return top
+        top.addListener(ListeningService(description, endpoint, site, reactor))
+    return withLogObserver(top, stdoutObserverFor(options, reactor))
 
 
 _log = Logger()
 
 
-def _warnAboutPermissions(path: str) -> None:
+def _checkConfigFile(path: str) -> None:
+    """
+    Refuse a config that someone else could rewrite; warn about one that
+    others can read while it holds a key written in full.
+    """
+    problem = configFileProblem(path)
+    if problem is not None:
+        raise exitAtStartup(problem)
     try:
         with open(path, encoding="utf-8") as configFile:
             text = configFile.read()

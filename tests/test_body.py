@@ -61,19 +61,23 @@ class ParseTests(SynchronousTestCase):
 
     def test_deepNestingIsNotAnObject(self) -> None:
         """
-        Nesting too deep to parse makes the body unroutable rather than
+        H14: nesting too deep to parse makes the body unroutable rather than
         crashing the request.
         """
         self.assertIsNone(parseRequestBody(b'{"model": "a", "x": ' + b"[" * 200_000))
 
     def test_modelMustBeAString(self) -> None:
+        """
+        H13: a model that is not a string (or is missing) makes the body
+        unroutable, not an error.
+        """
         body = parseRequestBody(b'{"model": 5}')
         assert body is not None
         self.assertIsNone(body.model)
 
     def test_lastDuplicateWins(self) -> None:
         """
-        Like the upstream's JSON parser, the last of two C{model} keys
+        H14: like the upstream's JSON parser, the last of two C{model} keys
         counts, and that is the one a rewrite replaces.
         """
         body = parseRequestBody(b'{"model": "a", "model": "b"}')
@@ -105,7 +109,7 @@ class ParseTests(SynchronousTestCase):
     @given(st.dictionaries(st.text(max_size=8), json_values, max_size=6), st.text())
     def test_agreesWithJson(self, document: dict[str, object], model: str) -> None:
         """
-        For any object, the scan sees what C{json.loads} sees, and a rewrite
+        Z2: for any object, the scan sees what C{json.loads} sees, and a rewrite
         changes exactly the model.
         """
         raw = json.dumps(document, ensure_ascii=False).encode()

@@ -57,6 +57,10 @@ class Driver:
 
 class ThresholdTests(SynchronousTestCase):
     def test_threeFailuresOpen(self) -> None:
+        """
+        F11: three consecutive qualifying failures open the breaker for the
+        first cooldown, 30 minutes.
+        """
         driver = Driver()
         driver.request(FAILED)
         driver.request(FAILED)
@@ -66,6 +70,9 @@ class ThresholdTests(SynchronousTestCase):
         self.assertEqual(driver.openFor(), 30 * MINUTE)
 
     def test_twoTimeoutsOpen(self) -> None:
+        """
+        F11: two consecutive timeouts are enough to open it.
+        """
         driver = Driver()
         driver.request(TIMED_OUT)
         self.assertEqual(driver.state(), State.CLOSED)
@@ -74,8 +81,8 @@ class ThresholdTests(SynchronousTestCase):
 
     def test_timeoutsMustBeConsecutive(self) -> None:
         """
-        A timeout, another failure, a timeout: two failures in a row but not
-        two timeouts in a row; a third failure of any kind opens.
+        F11: a timeout, another failure, a timeout: two failures in a row but
+        not two timeouts in a row; a third failure of any kind opens.
         """
         driver = Driver()
         for outcome in (TIMED_OUT, FAILED):
@@ -88,6 +95,10 @@ class ThresholdTests(SynchronousTestCase):
         self.assertEqual(driver.state(), State.CLOSED)
 
     def test_successResets(self) -> None:
+        """
+        F11: a success resets the count of consecutive failures; the totals go
+        on.
+        """
         driver = Driver()
         for outcome in (FAILED, FAILED, SUCCEEDED, FAILED, FAILED):
             driver.request(outcome)
@@ -99,7 +110,7 @@ class ThresholdTests(SynchronousTestCase):
 
     def test_neutralOutcomesDoNotCount(self) -> None:
         """
-        The request's own faults neither count nor reset: 400s between
+        F9, F11: the request's own faults neither count nor reset: 400s between
         failures leave the count where it was.
         """
         driver = Driver()
@@ -118,6 +129,10 @@ class ScheduleTests(SynchronousTestCase):
         return driver.openFor()
 
     def test_noTrafficWhileOpen(self) -> None:
+        """
+        F11: no request is let through by choice while the breaker is open, up
+        to the last moment of its cooldown.
+        """
         driver = Driver()
         self.openIt(driver)
         driver.now += 30 * MINUTE - 0.001
@@ -126,7 +141,7 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_escalatesThenStaysAtTheLongest(self) -> None:
         """
-        Each failed probe re-opens with the next step: 30, 60, 120, 240 and
+        F11: each failed probe re-opens with the next step: 30, 60, 120, 240 and
         then 240 minutes again.
         """
         driver = Driver()
@@ -141,7 +156,7 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_exactlyOneProbe(self) -> None:
         """
-        Half-open lets one request through; the next must wait for its
+        F11: half-open lets one request through; the next must wait for its
         outcome.
         """
         driver = Driver()
@@ -158,7 +173,7 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_inconclusiveProbeFreesTheSlot(self) -> None:
         """
-        A probe whose client left (or whose request was bad) says nothing:
+        F11: a probe whose client left (or whose request was bad) says nothing:
         the next request probes.
         """
         driver = Driver()
@@ -170,8 +185,8 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_escalationResetsAfterAHealthyCooldown(self) -> None:
         """
-        Closed for as long as the last cooldown, the next opening starts the
-        schedule again; closed for less, it goes on escalating.
+        F11: closed for as long as the last cooldown, the next opening starts
+        the schedule again; closed for less, it goes on escalating.
         """
         driver = Driver()
         self.openIt(driver)
@@ -192,9 +207,9 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_failedProbeEscalatesAfterAnEarlierClose(self) -> None:
         """
-        A breaker that closed once and opened again does not take the time
-        spent open for a healthy spell: its failed probe moves on to the
-        next step.
+        F11: a breaker that closed once and opened again does not take the time
+        spent open for a healthy spell: its failed probe moves on to the next
+        step.
         """
         driver = Driver()
         self.openIt(driver)
@@ -209,7 +224,7 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_failureBesideTheProbeLeavesItToTheProbe(self) -> None:
         """
-        A request sent to a half-open target while its probe is out (every
+        F11: a request sent to a half-open target while its probe is out (every
         other target was worse) does not decide the breaker: the probe does.
         """
         driver = Driver()
@@ -227,7 +242,7 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_failureWhileOpenDoesNotEscalate(self) -> None:
         """
-        When every target is open they are tried anyway; a failure then
+        F11: when every target is open they are tried anyway; a failure then
         leaves the cooldown as it was.
         """
         driver = Driver()
@@ -241,6 +256,10 @@ class ScheduleTests(SynchronousTestCase):
         self.assertEqual(report.nextCooldown, 60 * MINUTE)
 
     def test_successWhileOpenCloses(self) -> None:
+        """
+        F11: a success, even from a request sent while the breaker was open
+        (every target was), closes it.
+        """
         driver = Driver()
         self.openIt(driver)
         breaker = driver.breaker
@@ -253,7 +272,7 @@ class ScheduleTests(SynchronousTestCase):
 class RateLimitTests(SynchronousTestCase):
     def test_resetTimeOpensAtOnce(self) -> None:
         """
-        One 429 that says when the limit resets opens until then, without
+        F10: one 429 that says when the limit resets opens until then, without
         using a step of the schedule.
         """
         driver = Driver()
@@ -265,14 +284,18 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(report.nextCooldown, 30 * MINUTE)
 
     def test_resetTimeCapped(self) -> None:
+        """
+        F10: a reset time beyond the longest cooldown is capped at it (240
+        minutes).
+        """
         driver = Driver()
         driver.request(Outcome(Verdict.FAILURE, "HTTP 429", resetAfter=86400.0))
         self.assertEqual(driver.openFor(), 240 * MINUTE)
 
     def test_immediateResetStillOpensBriefly(self) -> None:
         """
-        C{retry-after: 0} (or a reset a skewed clock sees as past) takes the
-        target out for a second, and never moves along the schedule, not
+        F10: C{retry-after: 0} (or a reset a skewed clock sees as past) takes
+        the target out for a second, and never moves along the schedule, not
         even from a probe.
         """
         driver = Driver()
@@ -285,9 +308,9 @@ class RateLimitTests(SynchronousTestCase):
 
     def test_attemptFromBeforeTheOpeningIsNotAProbe(self) -> None:
         """
-        A request that started while the breaker was closed and fails after
-        a rate limit opened (and ended) says nothing about the new state: it
-        does not escalate to the schedule.
+        F10, F11: a request that started while the breaker was closed and fails
+        after a rate limit opened (and ended) says nothing about the new state:
+        it does not escalate to the schedule.
         """
         driver = Driver()
         breaker = driver.breaker
@@ -300,6 +323,10 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(breaker.report(driver.now).failures, 2)
 
     def test_laterResetExtendsAnOpenBreaker(self) -> None:
+        """
+        F10: a later reset time extends an open breaker's cooldown, an earlier
+        one does not shorten it, and neither counts as another opening.
+        """
         driver = Driver()
         breaker = driver.breaker
         breaker.record(Outcome(Verdict.FAILURE, "429", resetAfter=60.0), 1000.0, None)
@@ -313,7 +340,7 @@ class RateLimitTests(SynchronousTestCase):
 class PersistenceTests(SynchronousTestCase):
     def test_roundTrip(self) -> None:
         """
-        A breaker restored after a restart keeps its cooldown end, its step
+        F22: a breaker restored after a restart keeps its cooldown end, its step
         and its last failure, measured from the new process's clock.
         """
         driver = Driver()
@@ -384,6 +411,10 @@ class BoardTests(SynchronousTestCase):
         self.assertEqual(board.pick(["a"], 0.0), 0)
 
     def test_reconcileKeepsStateOfKeptTargets(self) -> None:
+        """
+        C9: a reload keeps the breaker (and its state) of every target still
+        configured, under the new policy, and drops the others.
+        """
         board = BreakerBoard(BreakerPolicy())
         board.reconcile(["a", "b"], BreakerPolicy(), 0.0)
         a = board.get("a")
@@ -422,8 +453,8 @@ class PropertyTests(SynchronousTestCase):
     @given(STEPS)
     def test_invariants(self, steps: list[tuple[str, object]]) -> None:
         """
-        Over any sequence of requests, outcomes and waits: at most one probe
-        is out while half-open, every cooldown is a step of the schedule,
+        F11, Z2: over any sequence of requests, outcomes and waits: at most one
+        probe is out while half-open, every cooldown is a step of the schedule,
         an open breaker lets nothing through by choice, and a success always
         leaves it closed (unless it was sent before the latest opening).
         """

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ccrouter.claudesetup import BACKUP_SUFFIX, settingsPath
+from ccrouter.claudesetup import (
+    BACKUP_SUFFIX,
+    HEADERS_KEY,
+    restoredHeaders,
+    settingsPath,
+    withoutToken,
+    withToken,
+)
 from ccrouter.cli import main
 
 URL = "http://127.0.0.1:8080"
@@ -31,7 +38,11 @@ EXISTING = """\
 """
 
 
-class SetupClaudeTests(SynchronousTestCase):
+class SettingsCase(SynchronousTestCase):
+    """
+    A temporary home with C{ccrouter} run in it.
+    """
+
     def setUp(self) -> None:
         self.home = Path(self.mktemp()).resolve()
         self.home.mkdir(parents=True)
@@ -53,6 +64,8 @@ class SetupClaudeTests(SynchronousTestCase):
     def readSettings(self) -> object:
         return json.loads(self.settings.read_text(encoding="utf-8"))
 
+
+class SetupClaudeTests(SettingsCase):
     def test_mergesWithWhatIsThere(self) -> None:
         """
         Only C{env.ANTHROPIC_BASE_URL} is added: every other key keeps its
@@ -288,3 +301,216 @@ class SetupClaudeTests(SynchronousTestCase):
         self.assertEqual(status, 1)
         self.assertIn("config.yaml:2", err)
         self.assertFalse(self.settings.exists())
+
+
+LOCAL_TOKEN = "Ct6Kq9Hx3Bv8Rz2Wm7-CANARY"
+HEADER = f"x-ccrouter-token: {LOCAL_TOKEN}"
+
+
+class LocalTokenSetupTests(SettingsCase):
+    """
+    With a config that requires the local token, C{setup claude} also sends
+    it: an C{x-ccrouter-token} line in C{env.ANTHROPIC_CUSTOM_HEADERS},
+    merged with the headers there, taken out again by C{--undo}.  The token
+    is never printed.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ccrouterHome.mkdir()
+        self.tokenFile = self.ccrouterHome / "token"
+        self.writeToken(LOCAL_TOKEN)
+        (self.ccrouterHome / "config.yaml").write_text("server: {token_file: token}\n")
+
+    def writeToken(self, token: str) -> None:
+        self.tokenFile.write_text(token + "\n")
+        self.tokenFile.chmod(0o600)
+
+    def ccrouter(self, *argv: str, **environ: str) -> tuple[int, str, str]:
+        status, out, err = super().ccrouter(*argv, **environ)
+        for start in range(len(LOCAL_TOKEN) - 3):
+            self.assertNotIn(LOCAL_TOKEN[start : start + 4], out + err)
+        return status, out, err
+
+    def env(self) -> dict[str, str]:
+        settings = self.readSettings()
+        assert isinstance(settings, dict)
+        env = settings.get("env", {})
+        assert isinstance(env, dict)
+        return env
+
+    def claudeHeaders(self) -> dict[str, str]:
+        """
+        The headers Claude Code sends from C{ANTHROPIC_CUSTOM_HEADERS}, read
+        as it reads them (lines split on the first colon).
+        """
+        headers = {}
+        for line in self.env().get("ANTHROPIC_CUSTOM_HEADERS", "").splitlines():
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip()] = value.strip()
+        return headers
+
+    def test_sendsTheToken(self) -> None:
+        """
+        S7: Claude Code is given the token from the config's token file,
+        and the settings are made private (0600) since they hold it.
+        """
+        self.writeSettings('{"env": {"X": "1"}}\n')
+        self.settings.chmod(0o644)
+        status, out, err = self.ccrouter("setup", "claude")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(
+            self.env(), {"X": "1", "ANTHROPIC_BASE_URL": URL, HEADERS_KEY: HEADER}
+        )
+        self.assertEqual(self.claudeHeaders(), {"x-ccrouter-token": LOCAL_TOKEN})
+        self.assertEqual(stat.S_IMODE(self.settings.stat().st_mode), 0o600)
+        self.assertIn(f"made {self.settings} private (mode 0600, was 0644)", out)
+        self.assertIn(
+            f"x-ccrouter-token header (the local token, from {self.tokenFile})", out
+        )
+        self.assertNotIn("ccrouter-token", self.record.read_text())
+        status, out, _ = self.ccrouter("setup", "claude")
+        self.assertIn("nothing changed", out)
+
+    def test_mergesWithOtherHeaders(self) -> None:
+        """
+        Other custom headers stay, in order; a stale token line (any
+        spelling of the name) is replaced; undo puts back the old value
+        exactly.
+        """
+        previous = (
+            "X-Route-Hint: b\r\nX-CCRouter-Token: old-token-from-before\nX-Team: core"
+        )
+        self.writeSettings(json.dumps({"env": {HEADERS_KEY: previous}}))
+        self.assertEqual(self.ccrouter("setup", "claude")[0], 0)
+        self.assertEqual(
+            self.env()[HEADERS_KEY], f"X-Route-Hint: b\nX-Team: core\n{HEADER}"
+        )
+        self.assertEqual(
+            self.claudeHeaders(),
+            {"X-Route-Hint": "b", "X-Team": "core", "x-ccrouter-token": LOCAL_TOKEN},
+        )
+        status, out, _ = self.ccrouter("setup", "claude", "--undo")
+        self.assertEqual(status, 0)
+        self.assertEqual(self.env(), {HEADERS_KEY: previous})
+        self.assertIn("no longer sends the x-ccrouter-token header", out)
+
+    def test_undoRemovesWhatItAdded(self) -> None:
+        self.writeSettings('{"model": "opus"}\n')
+        self.assertEqual(self.ccrouter("setup", "claude")[0], 0)
+        self.assertEqual(self.env()[HEADERS_KEY], HEADER)
+        self.assertEqual(self.ccrouter("setup", "claude", "--undo")[0], 0)
+        self.assertEqual(self.readSettings(), {"model": "opus"})
+
+    def test_undoKeepsHeadersAddedSince(self) -> None:
+        self.writeSettings(json.dumps({"env": {HEADERS_KEY: "X-A: 1"}}))
+        self.assertEqual(self.ccrouter("setup", "claude")[0], 0)
+        settings = self.readSettings()
+        assert isinstance(settings, dict)
+        settings["env"][HEADERS_KEY] += "\nX-B: 2"
+        self.writeSettings(json.dumps(settings))
+        self.assertEqual(self.ccrouter("setup", "claude", "--undo")[0], 0)
+        self.assertEqual(self.env(), {HEADERS_KEY: "X-A: 1\nX-B: 2"})
+
+    def test_rotatedToken(self) -> None:
+        """
+        After the token file changes, running setup again gives Claude Code
+        the new token; undo still goes back to before the first setup.
+        """
+        self.writeSettings(json.dumps({"env": {HEADERS_KEY: "X-A: 1"}}))
+        self.assertEqual(self.ccrouter("setup", "claude")[0], 0)
+        self.writeToken("Nw2-rotated-token-Jk5Lp9")
+        status, out, _ = self.ccrouter("setup", "claude")
+        self.assertEqual(status, 0)
+        self.assertNotIn("Nw2-rotated", out)
+        self.assertEqual(
+            self.env()[HEADERS_KEY],
+            "X-A: 1\nx-ccrouter-token: Nw2-rotated-token-Jk5Lp9",
+        )
+        self.assertEqual(self.ccrouter("setup", "claude", "--undo")[0], 0)
+        self.assertEqual(self.env(), {HEADERS_KEY: "X-A: 1"})
+
+    def test_tokenTakenOutOfTheConfig(self) -> None:
+        """
+        When the config no longer requires a token, setup takes back the
+        header it added.
+        """
+        self.writeSettings(json.dumps({"env": {HEADERS_KEY: "X-A: 1"}}))
+        self.assertEqual(self.ccrouter("setup", "claude")[0], 0)
+        (self.ccrouterHome / "config.yaml").write_text("server: {port: 8080}\n")
+        status, out, _ = self.ccrouter("setup", "claude")
+        self.assertEqual(status, 0)
+        self.assertEqual(self.env(), {HEADERS_KEY: "X-A: 1", "ANTHROPIC_BASE_URL": URL})
+        self.assertIn("no x-ccrouter-token header", out)
+
+    def test_tokenFromTheEnvironment(self) -> None:
+        """
+        A C{${NAME}} token is given to Claude Code when this shell has it,
+        and refused, changing nothing, when it has not.
+        """
+        (self.ccrouterHome / "config.yaml").write_text(
+            "server: {token: '${CCROUTER_TOKEN}'}\n"
+        )
+        status, _, err = self.ccrouter("setup", "claude")
+        self.assertEqual(status, 1)
+        self.assertIn("environment variable this shell does not have", err)
+        self.assertFalse(self.settings.exists())
+        self.assertFalse(self.record.exists())
+        status, _, _ = self.ccrouter("setup", "claude", CCROUTER_TOKEN=LOCAL_TOKEN)
+        self.assertEqual(status, 0)
+        self.assertEqual(self.env()[HEADERS_KEY], HEADER)
+
+    def test_badTokenFile(self) -> None:
+        self.tokenFile.chmod(0o644)
+        status, _, err = self.ccrouter("setup", "claude")
+        self.assertEqual(status, 1)
+        self.assertIn("chmod 600", err)
+        self.assertFalse(self.settings.exists())
+
+    def test_headersNotAString(self) -> None:
+        text = json.dumps({"env": {HEADERS_KEY: ["X-A: 1"]}})
+        self.writeSettings(text)
+        status, _, err = self.ccrouter("setup", "claude")
+        self.assertEqual(status, 1)
+        self.assertIn(f'"env.{HEADERS_KEY}" is a JSON array, not a string', err)
+        self.assertEqual(self.settings.read_text(), text)
+
+
+class CustomHeadersTests(SynchronousTestCase):
+    """
+    The pure parts: C{ANTHROPIC_CUSTOM_HEADERS} with and without the token.
+    """
+
+    def test_withToken(self) -> None:
+        self.assertEqual(withToken(None, "t" * 16), "x-ccrouter-token: " + "t" * 16)
+        self.assertEqual(withToken("", "t" * 16), "x-ccrouter-token: " + "t" * 16)
+        self.assertEqual(
+            withToken("A: 1\n\nx-ccrouter-token: old\n", "new"),
+            "A: 1\nx-ccrouter-token: new",
+        )
+
+    def test_withoutToken(self) -> None:
+        self.assertEqual(
+            withoutToken("A: 1\r\n X-CCROUTER-TOKEN :x\nB: 2"), "A: 1\nB: 2"
+        )
+        self.assertEqual(withoutToken(None), "")
+
+    def test_restoredHeaders(self) -> None:
+        self.assertIsNone(restoredHeaders("x-ccrouter-token: t", {"had_key": False}))
+        self.assertEqual(
+            restoredHeaders("x-ccrouter-token: t", {"had_key": True, "previous": ""}),
+            "",
+        )
+        self.assertEqual(
+            restoredHeaders(
+                "A: 1\nx-ccrouter-token: t", {"had_key": True, "previous": "A: 1\n"}
+            ),
+            "A: 1\n",
+        )
+        self.assertEqual(
+            restoredHeaders(
+                "B: 2\nx-ccrouter-token: t", {"had_key": True, "previous": "A: 1"}
+            ),
+            "B: 2",
+        )

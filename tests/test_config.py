@@ -5,6 +5,7 @@ name file, line and key.  No reactor.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ccrouter.config import (
     DEFAULT_MAX_BODY_BYTES,
+    MAX_TOKEN_FILE_BYTES,
     ConfigError,
     Timeouts,
+    checkConfig,
     parseConfig,
 )
 
@@ -790,8 +793,207 @@ class LocalTokenConfigTests(ConfigErrorCase):
     def test_tooShort(self) -> None:
         self.assertConfigError(
             "server: {token: short}",
-            "config.yaml:1: server.token: must be at least 16 printable characters"
-            " without spaces",
+            "config.yaml:1: server.token: must be 16 to 1024 ASCII letters,"
+            " digits or punctuation, without spaces",
+        )
+
+    def test_notASCII(self) -> None:
+        """
+        The token travels as a header value, which Claude Code (Node) only
+        sends in ASCII.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            parseConfig(
+                "server: {token: '\u00e9t\u00e9-\u00e9t\u00e9-\u00e9t\u00e9-xyz'}",
+                "c.yaml",
+                {},
+            )
+        self.assertIn("ASCII", str(caught.exception))
+
+
+#: What L{TokenFileConfigTests} reads from token files.
+FILE_TOKEN = "Rk3-file-token-Vq9Lw2Xc8Zt5"
+
+
+class TokenFileConfigTests(SynchronousTestCase):
+    """
+    C{server.token_file}: the token in a file, read through the injected
+    C{readFile}, so these tests do no I/O.
+    """
+
+    def setUp(self) -> None:
+        self.read: list[str] = []
+        self.content: bytes | Exception = FILE_TOKEN.encode() + b"\n"
+
+    def readFile(self, path: str) -> bytes:
+        self.read.append(path)
+        if isinstance(self.content, Exception):
+            raise self.content
+        return self.content
+
+    def parse(self, text: str, directory: str | None = "/cfg") -> object:
+        return parseConfig(text, "config.yaml", {}, directory, self.readFile)
+
+    def problem(self, text: str = "server: {token_file: tok}") -> str:
+        with self.assertRaises(ConfigError) as caught:
+            self.parse(text)
+        message = str(caught.exception)
+        # Whatever the file holds is never repeated.
+        content = self.content if isinstance(self.content, bytes) else b""
+        for word in content.decode("utf-8", "replace").split():
+            if len(word) >= 6:
+                self.assertNotIn(word[:6], message)
+        return message
+
+    def test_relative(self) -> None:
+        """
+        A relative path is taken from the config's directory; the token is
+        the file's text without surrounding white space, and never in a
+        C{repr}.
+        """
+        self.content = b"  " + FILE_TOKEN.encode() + b"\r\n\n"
+        config = parseConfig(
+            "server: {token_file: secrets/tok}",
+            "config.yaml",
+            {},
+            "/cfg",
+            self.readFile,
+        )
+        self.assertEqual(self.read, ["/cfg/secrets/tok"])
+        self.assertEqual(config.server.token, FILE_TOKEN)
+        self.assertEqual(config.server.tokenFile, "/cfg/secrets/tok")
+        self.assertNotIn(FILE_TOKEN, repr(config))
+
+    def test_absoluteAndHome(self) -> None:
+        self.parse("server: {token_file: /run/user/1000/cc-token}")
+        self.parse("server: {token_file: ~/cc-token}", directory=None)
+        self.assertEqual(
+            self.read,
+            ["/run/user/1000/cc-token", os.path.expanduser("~/cc-token")],
+        )
+
+    def test_relativeWithoutDirectory(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            self.parse("server: {token_file: tok}", directory=None)
+        self.assertIn("give the full path", str(caught.exception))
+        self.assertEqual(self.read, [])
+
+    def test_noReader(self) -> None:
+        """
+        Without C{readFile}, L{parseConfig} does no I/O: a config naming a
+        token file is refused rather than loaded without its token.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            parseConfig("server: {token_file: tok}", "config.yaml", {}, "/cfg")
+        self.assertEqual(
+            str(caught.exception),
+            "config.yaml:1: server.token_file: /cfg/tok: files cannot be read here",
+        )
+
+    def test_missing(self) -> None:
+        self.content = FileNotFoundError(2, "No such file or directory")
+        self.assertEqual(
+            self.problem(),
+            "config.yaml:1: server.token_file: /cfg/tok does not exist"
+            " ('ccrouter init' creates it)",
+        )
+
+    def test_unreadable(self) -> None:
+        self.content = PermissionError(13, "Permission denied")
+        self.assertEqual(
+            self.problem(),
+            "config.yaml:1: server.token_file: /cfg/tok: cannot read:"
+            " Permission denied",
+        )
+
+    def test_refusedByTheReader(self) -> None:
+        self.content = ValueError("can be read or written by others (mode 0644)")
+        self.assertEqual(
+            self.problem(),
+            "config.yaml:1: server.token_file: /cfg/tok can be read or written by"
+            " others (mode 0644)",
+        )
+
+    def test_empty(self) -> None:
+        for content in (b"", b"\n", b"  \n\t\n"):
+            self.content = content
+            self.assertEqual(
+                self.problem(), "config.yaml:1: server.token_file: /cfg/tok is empty"
+            )
+
+    def test_invalid(self) -> None:
+        """
+        Too short, two tokens, spaces or control characters inside: the
+        message names the file and the rule, never the content.
+        """
+        for content in (
+            b"short-tok\n",
+            FILE_TOKEN.encode() + b"\n" + FILE_TOKEN.encode(),
+            b"Pw7-token has-a-space-inside",
+            b"Kd8\x07bell-and-more-characters",
+        ):
+            self.content = content
+            self.assertEqual(
+                self.problem(),
+                "config.yaml:1: server.token_file: /cfg/tok must hold one token:"
+                " 16 to 1024 ASCII letters, digits or punctuation, without"
+                " spaces",
+            )
+
+    def test_notText(self) -> None:
+        self.content = b"\xff\xfe" + b"x" * 20
+        self.assertEqual(
+            self.problem(),
+            "config.yaml:1: server.token_file: /cfg/tok is not UTF-8 text",
+        )
+
+    def test_tooLarge(self) -> None:
+        self.content = b"y" * (MAX_TOKEN_FILE_BYTES + 1)
+        self.assertIn("larger than a token file can be", self.problem())
+
+    def test_both(self) -> None:
+        self.assertEqual(
+            self.problem(
+                "server:\n  token: a-long-enough-local-token\n  token_file: tok\n"
+            ),
+            "config.yaml:3: server.token_file: give 'token' or 'token_file', not both",
+        )
+
+    def test_readOnEveryLoad(self) -> None:
+        """
+        Each load reads the file again: a reload sees a rotated token.
+        """
+        first = self.parse("server: {token_file: tok}")
+        self.content = b"Zx5-rotated-token-Hq2Mn7"
+        second = self.parse("server: {token_file: tok}")
+        self.assertEqual(len(self.read), 2)
+        self.assertEqual(
+            (first.server.token, second.server.token),  # type: ignore[attr-defined]
+            (FILE_TOKEN, "Zx5-rotated-token-Hq2Mn7"),
+        )
+
+    def test_checkConfigReportsIt(self) -> None:
+        """
+        C{config check} lists a token file problem with the others.
+        """
+        self.content = FileNotFoundError(2, "No such file or directory")
+        problems = [
+            str(problem)
+            for problem in checkConfig(
+                "server:\n  token_file: tok\n  port: many\n",
+                "config.yaml",
+                {},
+                "/cfg",
+                self.readFile,
+            )
+        ]
+        self.assertEqual(
+            problems,
+            [
+                "config.yaml:2: server.token_file: /cfg/tok does not exist"
+                " ('ccrouter init' creates it)",
+                "config.yaml:3: server.port: expected an integer, found a string",
+            ],
         )
 
 

@@ -19,6 +19,7 @@ from ccrouter.config import literalSecrets, parseConfig, permissionWarning
 from ccrouter.configcmd import template
 
 CANARY = "Zq8Kx3Vw7Jm2Pd9Ht5Nb"
+LOCAL_TOKEN = "Lt4-local-CANARY-Wd7Yh2Pq"
 
 WITH_SECRETS = f"""\
 default_mode: auto
@@ -149,6 +150,32 @@ class ShowTests(CommandCase):
         self.assertEqual(out, "")
         self.assertIn("config.yaml:2: server.port: expected an integer", err)
 
+    def test_token(self) -> None:
+        """
+        The local token is shown as its length and where it comes from,
+        never any of its characters; without one, the output says so.
+        """
+        _, out, _ = self.run_("config", "show")
+        self.assertIn("  token: none  # any local client may use the proxy\n", out)
+        tokenFile = os.path.join(os.path.abspath(self.home), "token")
+        self.write(tokenFile, LOCAL_TOKEN + "\n")
+        self.write(self.configFile, "server: {token_file: token}\n")
+        status, out, err = self.run_("config", "show")
+        self.assertEqual(status, 0, err)
+        self.assertIn(
+            f"  token_file: {tokenFile}  # <secret, {len(LOCAL_TOKEN)} characters>",
+            out,
+        )
+        self.write(self.configFile, "server: {token: '${CCROUTER_TOKEN}'}\n")
+        _, out, _ = self.run_("config", "show", CCROUTER_TOKEN=LOCAL_TOKEN)
+        self.assertIn(f"  token: <secret, {len(LOCAL_TOKEN)} characters>\n", out)
+        _, withoutIt, _ = self.run_("config", "show")
+        self.assertIn(
+            "  token: <from the environment; not set in this shell>\n", withoutIt
+        )
+        for start in range(len(LOCAL_TOKEN) - 3):
+            self.assertNotIn(LOCAL_TOKEN[start : start + 4], out + withoutIt)
+
     def test_permissionWarning(self) -> None:
         self.write(self.configFile, WITH_SECRETS, 0o644)
         _, _, err = self.run_("config", "show", ENV_KEY="k")
@@ -231,6 +258,28 @@ breaker:
         status, out, _ = self.run_("config", "check", path)
         self.assertEqual(status, 1)
         self.assertEqual(out, f"{path}: cannot read: No such file or directory\n")
+
+    def test_tokenFile(self) -> None:
+        """
+        The token file is read as the daemon reads it: one that is missing
+        or open to others is a problem.
+        """
+        path = os.path.join(os.path.abspath(self.home), "with-token.yaml")
+        tokenFile = os.path.join(os.path.abspath(self.home), "token")
+        self.write(path, "server:\n  token_file: token\n")
+        status, out, _ = self.run_("config", "check", path)
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            out,
+            f"{path}:2: server.token_file: {tokenFile} does not exist"
+            " ('ccrouter init' creates it)\n",
+        )
+        self.write(tokenFile, LOCAL_TOKEN, 0o640)
+        status, out, _ = self.run_("config", "check", path)
+        self.assertEqual(status, 1)
+        self.assertIn("can be read or written by others (mode 0640)", out)
+        os.chmod(tokenFile, 0o600)
+        self.assertEqual(self.run_("config", "check", path), (0, f"{path}: ok\n", ""))
 
     def test_usage(self) -> None:
         self.assertEqual(self.run_("config", "check")[0], 2)
@@ -335,6 +384,16 @@ exit {status}
             sorted(os.listdir(self.home)),
             ["config.yaml", "editor.log", "editor.sh", "version0"],
         )
+
+    def test_missingTokenFileIsAProblem(self) -> None:
+        self.write(self.configFile, VALID)
+        script = self.editor(VALID.replace("  port:", "  token_file: nowhere\n  port:"))
+        self.patch(sys, "stdin", StringIO("n\n"))
+        status, _, err = self.run_("config", "edit", EDITOR=script)
+        self.assertEqual(status, 1)
+        self.assertIn("server.token_file:", err)
+        self.assertIn("nowhere does not exist", err)
+        self.assertEqual(self.read(self.configFile), VALID)
 
     def test_endOfInput(self) -> None:
         self.write(self.configFile, VALID)
@@ -441,21 +500,126 @@ class ResetTests(CommandCase):
         self.assertEqual(self.read(self.configFile), template())
         self.assertNotIn(".bak-", out)
 
+    def test_keepsTheToken(self) -> None:
+        """
+        Restoring the default keeps requiring the token when its file is
+        there, so that a reset does not quietly let every local client in.
+        """
+        self.write(os.path.join(self.home, "token"), LOCAL_TOKEN)
+        self.write(self.configFile, VALID)
+        status, out, _ = self.run_("config", "reset")
+        self.assertEqual(status, 0)
+        self.assertEqual(self.read(self.configFile), template(withToken=True))
+        self.assertIn("It requires the local token", out)
+
 
 class InitTests(CommandCase):
     def test_creates(self) -> None:
-        home = os.path.join(self.home, "fresh", "ccrouter")
-        status, out, _ = self.run_("init", CCROUTER_HOME=home)
-        self.assertEqual(status, 0)
+        """
+        S14: under C{umask 022}, C{init} makes the directory 0700 and the
+        config, the token file and the mode file 0600.  The config requires
+        the token in C{token}, a 256-bit random token that is never shown.
+        """
+        home = os.path.join(os.path.abspath(self.home), "fresh", "ccrouter")
+        previous = os.umask(0o022)
+        try:
+            status, out, err = self.run_("init", CCROUTER_HOME=home)
+        finally:
+            os.umask(previous)
+        self.assertEqual((status, err), (0, ""))
         self.assertEqual(self.mode(home), 0o700)
         config = os.path.join(home, "config.yaml")
-        self.assertEqual(self.read(config), template())
+        self.assertEqual(self.read(config), template(withToken=True))
+        self.assertIn("\n  token_file: token ", self.read(config))
         self.assertEqual(self.mode(config), 0o600)
+        tokenFile = os.path.join(home, "token")
+        self.assertEqual(self.mode(tokenFile), 0o600)
+        token = self.read(tokenFile)
+        self.assertRegex(token, r"\A[A-Za-z0-9_-]{43}\n\Z")
+        self.assertNotIn(token.strip(), out)
         modeFile = os.path.join(home, "mode")
         self.assertEqual(self.read(modeFile), "default\n")
         self.assertEqual(self.mode(modeFile), 0o600)
         self.assertIn("ccrouter setup claude", out)
         self.assertIn("ccrouter start", out)
+        self.assertIn(f"Created {tokenFile}", out)
+        # Only what init says it creates.
+        self.assertEqual(sorted(os.listdir(home)), ["config.yaml", "mode", "token"])
+        loaded = parseConfig(
+            self.read(config), config, {}, home, lambda path: self.read(path).encode()
+        )
+        self.assertEqual(loaded.server.token, token.strip())
+        self.assertEqual(loaded.server.tokenFile, tokenFile)
+
+    def test_newTokenEachTime(self) -> None:
+        tokens = set()
+        for number in range(3):
+            home = os.path.join(self.home, str(number))
+            self.assertEqual(self.run_("init", CCROUTER_HOME=home)[0], 0)
+            tokens.add(self.read(os.path.join(home, "token")))
+        self.assertEqual(len(tokens), 3)
+
+    def test_noToken(self) -> None:
+        status, out, _ = self.run_("init", "--no-token")
+        self.assertEqual(status, 0)
+        self.assertEqual(self.read(self.configFile), template())
+        self.assertFalse(os.path.lexists(os.path.join(self.home, "token")))
+        self.assertNotIn("token", out)
+
+    def test_keepsTheTokenFile(self) -> None:
+        """
+        A token file that is there is kept as it is, and used.
+        """
+        tokenFile = os.path.join(os.path.abspath(self.home), "token")
+        self.write(tokenFile, "Mine-own-local-token-42\n")
+        status, out, _ = self.run_("init")
+        self.assertEqual(status, 0)
+        self.assertEqual(self.read(tokenFile), "Mine-own-local-token-42\n")
+        self.assertIn(f"Kept {tokenFile}", out)
+
+    def test_createsTheTokenFileTheConfigNames(self) -> None:
+        """
+        For a config that names a token file that is not there, C{init}
+        creates it, as it does the mode file.
+        """
+        self.write(self.configFile, "server: {token_file: private/cc-token}\n")
+        status, out, err = self.run_("init", "--no-token")
+        self.assertEqual((status, err), (0, ""))
+        tokenFile = os.path.join(os.path.abspath(self.home), "private", "cc-token")
+        self.assertEqual(self.mode(os.path.dirname(tokenFile)), 0o700)
+        self.assertEqual(self.mode(tokenFile), 0o600)
+        self.assertRegex(self.read(tokenFile), r"\A[A-Za-z0-9_-]{43}\n\Z")
+        self.assertIn(f"Created {tokenFile}", out)
+
+    def test_tokenForAnExistingConfig(self) -> None:
+        """
+        C{init --token} with a config that requires no token creates the
+        token file and says how to require it, leaving the config alone.
+        """
+        self.write(self.configFile, VALID)
+        status, out, _ = self.run_("init", "--token")
+        self.assertEqual(status, 0)
+        self.assertEqual(self.read(self.configFile), VALID)
+        tokenFile = os.path.join(os.path.abspath(self.home), "token")
+        self.assertEqual(self.mode(tokenFile), 0o600)
+        self.assertIn(f"add 'token_file: {tokenFile}' under 'server:'", out)
+        self.assertNotIn(self.read(tokenFile).strip(), out)
+        # Without --token, an existing config gets no token file.
+        os.unlink(tokenFile)
+        self.assertEqual(self.run_("init")[0], 0)
+        self.assertFalse(os.path.lexists(tokenFile))
+
+    def test_refusesAnOpenTokenFile(self) -> None:
+        """
+        A token file others can read fails C{init}, as it would fail the
+        daemon, and says how to fix it.
+        """
+        tokenFile = os.path.join(os.path.abspath(self.home), "token")
+        self.write(tokenFile, "Open-local-token-for-all\n", 0o644)
+        status, _, err = self.run_("init")
+        self.assertEqual(status, 1)
+        self.assertIn(f"run 'chmod 600 {tokenFile}'", err)
+        self.assertNotIn("Open-local", err)
 
     def test_xdg(self) -> None:
         status, _, _ = self.run_(
@@ -524,8 +688,15 @@ class TemplateTests(SynchronousTestCase):
                 lines.append(line)
         text = "\n".join(lines).replace("routes: []", "routes: []\n#")
         text = re.sub(r"(?m)^  - match.*\n(    .*\n)*", "", text, count=1)
-        config = parseConfig(text, "c.yaml", {"Z_AI_API_KEY": "k"}, "/cfg")
+        config = parseConfig(
+            text,
+            "c.yaml",
+            {"Z_AI_API_KEY": "k"},
+            "/cfg",
+            lambda path: b"example-local-token-0123",
+        )
         self.assertEqual(config.defaultMode, "auto")
+        self.assertEqual(config.server.tokenFile, "/cfg/token")
         self.assertEqual(
             [mode.name for mode in config.modes], ["claude", "glm", "auto"]
         )

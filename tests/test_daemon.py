@@ -385,7 +385,7 @@ class FailureTests(CommandCase):
 
     async def test_modeWhileStopped(self) -> None:
         """
-        Modes can be switched while the daemon is stopped, and from a shell
+        C11: modes can be switched while the daemon is stopped, and from a shell
         that lacks the provider keys the config refers to.
         """
         self.writeConfig(self.modesConfig())
@@ -397,6 +397,31 @@ class FailureTests(CommandCase):
         )
         code, out, _ = await self.ccrouter("mode")
         self.assertEqual(out, "glm (from the mode file; ccrouter is not running)\n")
+
+    async def test_modeSwitchIsAtomic(self) -> None:
+        """
+        C11: C{ccrouter mode} replaces the mode file by renaming a complete
+        new file over it (a new inode; a reader never sees it half written)
+        and leaves no temporary file behind; an unknown mode exits non-zero
+        and leaves the file as it was.
+        """
+        self.writeConfig(self.modesConfig())
+        modeFile = self.home / "mode"
+        modeFile.write_text("claude\n")
+        names = sorted(path.name for path in self.home.iterdir())
+        inode = modeFile.stat().st_ino
+        code, _, _ = await self.ccrouter("mode", "glm")
+        self.assertEqual(code, 0)
+        self.assertEqual(modeFile.read_text(), "glm\n")
+        self.assertNotEqual(modeFile.stat().st_ino, inode)
+        self.assertEqual(sorted(path.name for path in self.home.iterdir()), names)
+        inode = modeFile.stat().st_ino
+        code, _, err = await self.ccrouter("mode", "nonsense")
+        self.assertNotEqual(code, 0)
+        self.assertIn("'nonsense' is neither a command nor a mode", err)
+        self.assertEqual(
+            (modeFile.read_text(), modeFile.stat().st_ino), ("glm\n", inode)
+        )
 
     async def test_degradedHealthFails(self) -> None:
         self.writeConfig(self.modesConfig())

@@ -7,8 +7,9 @@ SDK).
 
 from __future__ import annotations
 
+import gzip
 import json
-import signal
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -183,9 +184,9 @@ routes:
 class PassthroughTests(EndToEndCase):
     async def test_passthroughFidelity(self) -> None:
         """
-        An unrouted request reaches the default upstream with the same method,
-        path and query, the same body bytes, and the same headers minus the
-        hop-by-hop ones; the response comes back as the upstream sent it.
+        H5: an unrouted request reaches the default upstream with the same
+        method, path and query, the same body bytes, and the same headers minus
+        the hop-by-hop ones; the response comes back as the upstream sent it.
         """
         anthropicMock = self.upstream(
             respondJSON(
@@ -255,6 +256,47 @@ class PassthroughTests(EndToEndCase):
         self.assertEqual(headers[b"content-type"], [b"application/json"])
         self.assertEqual(headers[b"content-length"], [b"%d" % len(responseBody)])
 
+    async def test_responseFraming(self) -> None:
+        """
+        H6: an upstream answer compressed although identity was asked for,
+        with its C{Content-Length}, C{Connection} and C{Keep-Alive}: the
+        client gets the compressed bytes as they were, one
+        C{Content-Length} that is true of them, and none of the hop-by-hop
+        headers.
+
+        Not checked: a header the upstream names in C{Connection} (here
+        C{x-hop}) is relayed, because Twisted's HTTP client keeps the
+        upstream's C{Connection} header from the response it hands over.
+        """
+        compressed = gzip.compress(json.dumps(anthropicMessage("zipped")).encode())
+
+        def zipped(request: Any) -> bytes:
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"content-encoding", b"gzip")
+            request.setHeader(b"content-length", b"%d" % len(compressed))
+            request.setHeader(b"connection", b"x-hop")
+            request.setHeader(b"keep-alive", b"timeout=5")
+            request.setHeader(b"x-hop", b"upstream's hop")
+            return compressed
+
+        anthropicMock = self.upstream(zipped)
+        proxy = await self.proxy(f'default: {{url: "{anthropicMock.url}"}}\n')
+        raw = await self.rawRequest(
+            proxy,
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nAccept-Encoding: gzip\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+        )
+        status, headers, body = parseResponse(raw)
+        self.assertEqual(status, 200)
+        self.assertEqual(body, compressed)
+        self.assertEqual(headers[b"content-length"], [b"%d" % len(compressed)])
+        self.assertEqual(headers[b"content-encoding"], [b"gzip"])
+        for name in (b"keep-alive", b"transfer-encoding"):
+            self.assertNotIn(name, headers)
+        self.assertNotIn(b"x-hop", b"".join(headers.get(b"connection", [])))
+        self.assertEqual(json.loads(gzip.decompress(body)), anthropicMessage("zipped"))
+
     async def test_upstreamConnectionsAreReused(self) -> None:
         """
         Sequential requests to one upstream share one pooled keep-alive
@@ -297,7 +339,7 @@ class PassthroughTests(EndToEndCase):
 class RoutingTests(EndToEndCase):
     async def test_credentialSwapBothDirections(self) -> None:
         """
-        The provider gets its key and never the client's credentials;
+        S8, S13: the provider gets its key and never the client's credentials;
         Anthropic gets the client's credentials and never the provider's key;
         neither secret reaches the proxy's log.
         """
@@ -387,10 +429,10 @@ class StreamingTests(EndToEndCase):
 
     async def test_backpressure(self) -> None:
         """
-        A client that stops reading pauses the upstream: with a 64 MiB body
-        and a client that reads nothing, the upstream stalls having sent a
-        small part, the proxy's memory stays flat, and once the client
-        reads again every byte arrives.
+        H11: a client that stops reading pauses the upstream: with a 64 MiB body
+        and a client that reads nothing, the upstream stalls having sent a small
+        part, the proxy's memory stays flat, and once the client reads again
+        every byte arrives.
         """
         total = 64 * 1024 * 1024
         flood = FloodingBody(total)
@@ -436,8 +478,8 @@ class StreamingTests(EndToEndCase):
 
     async def test_clientDisconnectClosesUpstream(self) -> None:
         """
-        A client that goes away mid-stream makes the proxy close the upstream
-        connection within a second, seen from the upstream's side.
+        F14: a client that goes away mid-stream makes the proxy close the
+        upstream connection within a second, seen from the upstream's side.
         """
         events = anthropicStream(" ".join(["word"] * 2000))
         zaiMock = self.upstream(respondEvents(events, spacing=0.02))
@@ -460,7 +502,7 @@ class StreamingTests(EndToEndCase):
 
     async def test_upstreamDropBetweenEvents(self) -> None:
         """
-        An upstream that drops the connection between events ends the
+        F6: an upstream that drops the connection between events ends the
         client's stream with an Anthropic C{error} event.
         """
         events = anthropicStream("one two three")[:4]
@@ -489,7 +531,7 @@ class StreamingTests(EndToEndCase):
 
     async def test_upstreamDropInsideEvent(self) -> None:
         """
-        An upstream that drops the connection in the middle of an event
+        F6: an upstream that drops the connection in the middle of an event
         aborts the client's connection: the truncated stream cannot look
         complete.
         """
@@ -547,7 +589,7 @@ class ErrorTests(EndToEndCase):
 
     async def test_tlsFailure(self) -> None:
         """
-        An HTTPS upstream whose certificate is not trusted gets 502 naming
+        F18: an HTTPS upstream whose certificate is not trusted gets 502 naming
         TLS, and the request is never sent.
         """
         directory = Path(self.mktemp())
@@ -605,6 +647,10 @@ class ErrorTests(EndToEndCase):
         )
 
     async def test_responseHeadersTimeout(self) -> None:
+        """
+        F2: an upstream that accepts and stays silent gets a 504
+        C{timeout_error} at the response-headers timeout.
+        """
         zaiMock = self.upstream(hang)
         proxy = await self.routedProxy(
             self.upstream(), zaiMock, "timeouts: {stream_headers: 0.5}\n"
@@ -619,7 +665,7 @@ class ErrorTests(EndToEndCase):
 
     async def test_connectTimeout(self) -> None:
         """
-        An upstream whose accept queue is full never completes the TCP
+        F3: an upstream whose accept queue is full never completes the TCP
         handshake; the connect timeout gives 504.
         """
         listener = socket.socket()
@@ -646,6 +692,10 @@ class ErrorTests(EndToEndCase):
         )
 
     async def test_requestTooLarge(self) -> None:
+        """
+        H8: a body over C{max_body_bytes} gets 413 C{request_too_large} and
+        never reaches the upstream.
+        """
         anthropicMock = self.upstream()
         proxy = await self.proxy(
             f'server: {{max_body_bytes: 1KiB}}\ndefault: {{url: "{anthropicMock.url}"}}\n'
@@ -668,7 +718,7 @@ class ErrorTests(EndToEndCase):
 
     async def test_browserRequestsRefused(self) -> None:
         """
-        A web page cannot use the proxy: a request with an Origin, or
+        S2, S3: a web page cannot use the proxy: a request with an Origin, or
         addressed to a foreign Host (DNS rebinding), gets 403 and reaches no
         upstream.
         """
@@ -694,7 +744,7 @@ class ErrorTests(EndToEndCase):
 
     async def test_absoluteFormTarget(self) -> None:
         """
-        An absolute-form target cannot make the proxy pick the host.
+        S10: an absolute-form target cannot make the proxy pick the host.
         """
         anthropicMock = self.upstream()
         proxy = await self.proxy(f'default: {{url: "{anthropicMock.url}"}}\n')
@@ -799,6 +849,129 @@ class AnthropicSDKTests(EndToEndCase):
         self.assertEqual(body["error"]["type"], "api_error")
 
 
+def echoingStream(request: Any) -> int:
+    """
+    An Anthropic stream of 20 events, 10 ms apart, naming the request's
+    C{x-test-id} in its first event and in each text delta.
+    """
+    ident = (request.getHeader(b"x-test-id") or b"none").decode()
+    events = anthropicStream(" ".join([ident] * 18), model=ident)
+    return respondEvents(events, spacing=0.01)(request)
+
+
+class ClientAbortTests(EndToEndCase):
+    async def test_abortsDoNotMixResponses(self) -> None:
+        """
+        F16: 100 streams aborted by their clients after the first event,
+        then 100 streams read to the end, ten at a time over the proxy's
+        pooled upstream connections: every response carries its own
+        request's id and no other.
+        """
+        mock = self.upstream(echoingStream)
+        proxy = await self.proxy(f'default: {{url: "{mock.url}"}}\n')
+        found: dict[bytes, set[bytes]] = {}
+
+        async def aborted(ident: bytes) -> None:
+            response = await self.post(
+                proxy, messageBody("claude-sonnet-4-5"), {b"x-test-id": [ident]}
+            )
+            first: defer.Deferred[None] = defer.Deferred()
+            reader = EventReader(lambda event: first.called or first.callback(None))
+            response.deliverBody(reader)
+            await first.addTimeout(10, reactor)
+            assert reader.transport is not None
+            reader.transport.stopProducing()
+            await self.assertFailure(reader.done, ResponseFailed)
+            found[ident] = set(re.findall(rb"(?:abort|whole)-[0-9]+", reader.body))
+
+        async def whole(ident: bytes) -> None:
+            response = await self.post(
+                proxy, messageBody("claude-sonnet-4-5"), {b"x-test-id": [ident]}
+            )
+            body = await response.content()
+            self.assertTrue(body.endswith(anthropicStream("x")[-1]), body[-200:])
+            found[ident] = set(re.findall(rb"(?:abort|whole)-[0-9]+", body))
+
+        for kind, send in ((b"abort", aborted), (b"whole", whole)):
+            for batch in range(10):
+                await defer.gatherResults(
+                    [
+                        defer.ensureDeferred(send(b"%s-%d" % (kind, batch * 10 + i)))
+                        for i in range(10)
+                    ],
+                    consumeErrors=True,
+                )
+        self.assertEqual(len(found), 200)
+        self.assertEqual(
+            {ident: ids for ident, ids in found.items() if ids != {ident}}, {}
+        )
+        self.assertEqual(len(mock.requests), 200)
+
+    async def test_clientGoneDuringUpload(self) -> None:
+        """
+        F15: a client that goes away halfway through sending its body
+        sends nothing upstream; the next request is served as usual.
+        """
+        mock = self.upstream()
+        proxy = await self.proxy(f'default: {{url: "{mock.url}"}}\n')
+        assert proxy.url is not None
+        body = messageBody("claude-upload-abandoned", padding=200_000)
+        client = await rawConnect(int(proxy.url.rsplit(":", 1)[1]))
+        client.transport.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+            + body[: len(body) // 2]
+        )
+        client.transport.abortConnection()
+        await client.closed
+        response = await self.post(proxy, messageBody("claude-next", stream=False))
+        self.assertEqual(response.code, 200)
+        await response.content()
+        self.assertEqual(
+            [request.json()["model"] for request in mock.requests], ["claude-next"]
+        )
+
+    async def test_clientGoneDuringFailover(self) -> None:
+        """
+        F15: a client that goes away while its first target has not yet
+        answered: that upstream request is closed at once and no other
+        target is tried for it.
+        """
+        primaryMock = self.upstream(hang)
+        fallbackMock = self.upstream()
+        proxy = await self.proxy(
+            f"""
+default: {{url: "{fallbackMock.url}"}}
+upstreams:
+  primary: {{url: "{primaryMock.url}"}}
+default_mode: auto
+modes:
+  auto: {{failover: [primary, claude]}}
+  claude: []
+"""
+        )
+        assert proxy.url is not None
+        arrived = primaryMock.nextRequest()
+        body = messageBody("claude-sonnet-4-5", stream=False)
+        client = await rawConnect(int(proxy.url.rsplit(":", 1)[1]))
+        client.transport.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+            + body
+        )
+        await arrived.addTimeout(10, reactor)
+        client.transport.abortConnection()
+        await client.closed
+        [upstreamGone] = primaryMock.disconnects
+        await upstreamGone.addTimeout(2, reactor)
+        response = await self.http.get(f"{proxy.url}/health")
+        health = json.loads(await response.content())
+        self.assertEqual(health["auto_switch"]["failovers"], 0)
+        self.assertEqual(fallbackMock.requests, [])
+
+
 class StartupTests(EndToEndCase):
     async def runTwistd(
         self, *arguments: str, environ: dict[str, str] | None = None
@@ -813,6 +986,10 @@ class StartupTests(EndToEndCase):
         self.assertNotIn(b"Traceback", process.output)
 
     async def test_missingEnvironmentVariable(self) -> None:
+        """
+        C2: a config naming an unset variable refuses to start, with one line
+        naming the variable (and file, line and key), never a value.
+        """
         config = self.writeConfig(
             'routes:\n  - match: "claude-haiku"\n    upstream:\n'
             '      url: "https://api.z.ai/api/anthropic"\n      auth:\n'
@@ -824,6 +1001,30 @@ class StartupTests(EndToEndCase):
             f"{config}:7: routes[0].upstream.auth.value: environment variable"
             " Z_AI_API_KEY is not set",
         )
+
+    async def test_unusableEnvironmentVariable(self) -> None:
+        """
+        C2: a variable that is set but empty, or holds a line break, refuses
+        the start too, naming the variable and never its value.
+        """
+        config = self.writeConfig(
+            'routes:\n  - match: "claude-haiku"\n    upstream:\n'
+            '      url: "https://api.z.ai/api/anthropic"\n      auth:\n'
+            '        header: "x-api-key"\n        value: "${Z_AI_API_KEY}"\n'
+        )
+        for value, problem in [
+            ("", "is empty"),
+            (ZAI_KEY + "\n", "holds a line break or NUL"),
+        ]:
+            process = await self.runTwistd(
+                "--config", str(config), environ={"Z_AI_API_KEY": value}
+            )
+            self.assertOneLineError(
+                process,
+                f"{config}:7: routes[0].upstream.auth.value: environment variable"
+                f" Z_AI_API_KEY {problem}",
+            )
+            self.assertNoCanaries(process.output)
 
     async def test_missingConfigFile(self) -> None:
         path = self.mktemp()
@@ -868,13 +1069,12 @@ class StartupTests(EndToEndCase):
     async def test_embeddedDefaultStartsAndStops(self) -> None:
         """
         Without --config the built-in default runs, and SIGTERM stops it
-        cleanly (twistd reports the signal as its exit status, which systemd
-        counts as a clean stop).
+        cleanly: after its graceful stop the process exits with status 0.
         """
         process = ProxyProcess(["--listen", "tcp:0:interface=127.0.0.1"])
         await process.start()
         await process.stop()
-        self.assertEqual(process.exitSignal, signal.SIGTERM)
+        self.assertEqual((process.exitCode, process.exitSignal), (0, None))
         self.assertIn(b"listening on http://127.0.0.1:", process.stdout)
         self.assertIn(b"Server Shut Down.", process.stdout)
         self.assertNotIn(b"Traceback", process.output)

@@ -11,6 +11,7 @@ deadline.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import FailTest
@@ -209,10 +210,10 @@ modes:
 class ModeSwitchTests(ModesCase):
     async def test_modeFileSwitchesModes(self) -> None:
         """
-        The mode file picks the mode for new requests: absent, the default
-        mode; naming a mode, that mode (within two seconds of the save);
-        naming no mode, the previous mode stays and C{/health} says why;
-        removed again, back to the default mode.
+        C7: the mode file picks the mode for new requests: absent, the default
+        mode; naming a mode, that mode (within two seconds of the save); naming
+        no mode, the previous mode stays and C{/health} says why; removed again,
+        back to the default mode.
         """
         mockA = self.upstream(respondJSON(anthropicMessage("from A")))
         mockB = self.upstream(respondJSON(anthropicMessage("from B")))
@@ -277,10 +278,10 @@ modes:
 class ReloadTests(ModesCase):
     async def test_configHotReload(self) -> None:
         """
-        A broken config saved over the one in force is refused, said so in
+        C1: a broken config saved over the one in force is refused, said so in
         C{/health} (file, line and key) and in the log, once; requests go on
-        under the config in force.  A valid one saved next is in force for
-        the next request.
+        under the config in force. A valid one saved next is in force for the
+        next request.
         """
         mockA = self.upstream(respondJSON(anthropicMessage("from A")))
         mockB = self.upstream(respondJSON(anthropicMessage("from B")))
@@ -330,9 +331,9 @@ class ReloadTests(ModesCase):
 
     async def test_sighupReloadsAtOnce(self) -> None:
         """
-        C{SIGHUP} reloads the config at once, before the poller (which waits
-        for a change to hold still for a whole interval) could, and the
-        process lives on.  A broken config reloaded twice is reported once.
+        F21: C{SIGHUP} reloads the config at once, before the poller (which
+        waits for a change to hold still for a whole interval) could, and the
+        process lives on. A broken config reloaded twice is reported once.
         """
         mockA = self.upstream(respondJSON(anthropicMessage("from A")))
         mockB = self.upstream(respondJSON(anthropicMessage("from B")))
@@ -389,10 +390,10 @@ class ReloadTests(ModesCase):
 class FailoverTests(ModesCase):
     async def test_connectionRefusedFailsOver(self) -> None:
         """
-        A target that refuses connections is skipped for the next one at
-        once, unseen by the client (the official SDK, streaming); after
-        three such failures its breaker opens and requests go straight to
-        the fallback.
+        F1: a target that refuses connections is skipped for the next one at
+        once, unseen by the client (the official SDK, streaming); after three
+        such failures its breaker opens and requests go straight to the
+        fallback.
         """
         fallbackMock = self.upstream(
             respondEvents(anthropicStream("fallback says hi"), spacing=0.002)
@@ -461,9 +462,9 @@ modes:
 
     async def test_rateLimitedBreakerLifecycle(self) -> None:
         """
-        Three 429s open the primary's breaker on the schedule; once the
-        cooldown is over one request probes it, and its success closes the
-        breaker.  The client never sees the 429s.
+        F10, F11: three 429s open the primary's breaker on the schedule; once
+        the cooldown is over one request probes it, and its success closes the
+        breaker. The client never sees the 429s.
         """
         primaryMock = self.upstream(
             respondJSON(anthropicError("rate_limit_error", "slow down"), status=429)
@@ -509,7 +510,7 @@ modes:
 
     async def test_retryAfterOpensAtOnce(self) -> None:
         """
-        A 429 that says when the limit resets takes the target out of
+        F10: a 429 that says when the limit resets takes the target out of
         rotation at once, for that long rather than the schedule's cooldown.
         """
         primaryMock = self.upstream(
@@ -547,8 +548,8 @@ modes:
 
     async def test_everyTargetFails(self) -> None:
         """
-        When every target fails, the client gets the last target's status
-        with C{x-should-retry: false}, and its error body when it has
+        F8, F12: when every target fails, the client gets the last target's
+        status with C{x-should-retry: false}, and its error body when it has
         Anthropic's shape, or else one in that shape made by ccrouter.
         """
         primaryBody = anthropicError("overloaded_error", "primary is overloaded")
@@ -597,7 +598,7 @@ modes:
 class RestartTests(ModesCase):
     async def test_breakerStateSurvivesRestart(self) -> None:
         """
-        An open breaker is saved beside the config and still open after a
+        F22: an open breaker is saved beside the config and still open after a
         restart, so the target in cooldown gets no traffic.
         """
         primaryMock = self.upstream(
@@ -640,11 +641,231 @@ class RestartTests(ModesCase):
         ]
         self.assertIn(b"primary", restoredLine)
 
+    async def test_breakerStateSurvivesSIGKILL(self) -> None:
+        """
+        F22: killed with SIGKILL (no chance to save anything on the way
+        out) and started again on the same config, ccrouter is back within
+        seconds with the open breaker restored: the target in cooldown gets
+        no traffic.
+        """
+        primaryMock = self.upstream(
+            respondJSON(anthropicError("overloaded_error", "busy"), status=529)
+        )
+        fallbackMock = self.upstream(respondJSON(anthropicMessage("from fallback")))
+        config = self.configFile(
+            failoverConfig(
+                fallbackMock, primaryMock.url, "{failures: 3, cooldowns: [60s]}"
+            )
+        )
+        proxy = await self.start(config)
+        for _ in range(3):
+            self.assertEqual(await self.text(proxy), "from fallback")
+        health = await self.health(proxy)
+        self.assertEqual(health["targets"]["primary"]["state"], "open")
+        assert proxy.pid is not None
+        os.kill(proxy.pid, signal.SIGKILL)
+        await proxy.exited
+        self.assertEqual(proxy.exitSignal, signal.SIGKILL)
+
+        started = reactor.seconds()
+        restarted = await self.start(config)
+        # Generous: about a second here; the catalogue asks for 2 s.
+        self.assertLess(reactor.seconds() - started, 10)
+        primary = (await self.health(restarted))["targets"]["primary"]
+        self.assertEqual((primary["state"], primary["opens"]), ("open", 1))
+        self.assertGreater(primary["cooldown_remaining_seconds"], 30)
+        self.assertEqual(await self.text(restarted), "from fallback")
+        self.assertEqual(len(primaryMock.requests), 3)
+
+    async def test_retryAmplification(self) -> None:
+        """
+        F13: 200 requests, ten at a time, against an always-529 primary
+        with a healthy fallback: every request succeeds, fails over at most
+        once, and the primary only gets the attempts that open its breaker:
+        upstream attempts stay within 1.2 times the requests, plus 3.
+        """
+        primaryMock = self.upstream(
+            respondJSON(anthropicError("overloaded_error", "busy"), status=529)
+        )
+        fallbackMock = self.upstream(respondJSON(anthropicMessage("from fallback")))
+        proxy = await self.start(
+            self.configFile(
+                failoverConfig(
+                    fallbackMock, primaryMock.url, "{failures: 3, cooldowns: [60s]}"
+                )
+            )
+        )
+        texts: list[str] = []
+
+        async def client() -> None:
+            for _ in range(20):
+                texts.append(await self.text(proxy))
+
+        await defer.gatherResults(
+            [defer.ensureDeferred(client()) for _ in range(10)], consumeErrors=True
+        )
+        self.assertEqual(texts, ["from fallback"] * 200)
+        attempts = len(primaryMock.requests) + len(fallbackMock.requests)
+        self.assertLessEqual(attempts, 1.2 * 200 + 3)
+        self.assertEqual(len(fallbackMock.requests), 200)
+        health = await self.health(proxy)
+        self.assertEqual(health["auto_switch"]["failovers"], len(primaryMock.requests))
+        self.assertEqual(health["targets"]["primary"]["state"], "open")
+
+
+class InFlightTests(ModesCase):
+    async def test_modeFlipsWhileStreaming(self) -> None:
+        """
+        C8: the mode file rewritten every 10 ms (and re-read at once by a
+        C{SIGHUP} every 70 ms, so the mode really changes) for three
+        seconds while 20 streams run back to back: each stream is answered
+        whole, byte for byte, by the one upstream of the mode it started
+        in; nothing fails; the last mode written is in force within two
+        seconds once the flipping stops.
+        """
+        wordsA = " ".join(["from-A"] * 15)
+        wordsB = " ".join(["from-B"] * 15)
+        eventsA, eventsB = anthropicStream(wordsA), anthropicStream(wordsB)
+        mockA = self.upstream(respondEvents(eventsA, spacing=0.02))
+        mockB = self.upstream(respondEvents(eventsB, spacing=0.02))
+        config = self.configFile(
+            f"""
+default: {{url: "{mockB.url}"}}
+upstreams:
+  other: {{url: "{mockA.url}"}}
+modes:
+  a: [{{match: "*", upstream: other}}]
+  b: []
+"""
+        )
+        modeFile = config.parent / "mode"
+        proxy = await self.start(config)
+        assert proxy.pid is not None
+        pid = proxy.pid
+        names = itertools.cycle(["a\n", "b\n"])
+        flips = [0]
+
+        def flip() -> None:
+            replaceFile(modeFile, next(names))
+            flips[0] += 1
+            # Every seventh flip: the file then names either mode in turn.
+            if flips[0] % 7 == 0:
+                os.kill(pid, signal.SIGHUP)
+
+        results: list[tuple[int, bytes]] = []
+        deadline = reactor.seconds() + 3
+
+        async def client() -> None:
+            while reactor.seconds() < deadline:
+                response = await self.post(proxy, messageBody("claude-sonnet-4-5"))
+                results.append((response.code, await response.content()))
+
+        flipper = LoopingCall(flip)
+        flipper.start(0.01)
+        try:
+            await defer.gatherResults(
+                [defer.ensureDeferred(client()) for _ in range(20)],
+                consumeErrors=True,
+            )
+        finally:
+            flipper.stop()
+        last = "a" if (await self.health(proxy))["mode"] == "b" else "b"
+        replaceFile(modeFile, last + "\n")
+        flipsDone = reactor.seconds()
+        await self.waitForHealth(
+            proxy,
+            lambda h: (
+                (h["mode"], h["mode_source"], h["mode_file_problem"])
+                == (last, "file", None)
+            ),
+            "the last mode written",
+            timeout=2.0,
+        )
+        settled = reactor.seconds() - flipsDone
+
+        self.assertEqual({code for code, _ in results}, {200})
+        bodies = [body for _, body in results]
+        wholeA, wholeB = b"".join(eventsA), b"".join(eventsB)
+        self.assertEqual(
+            [body[:200] for body in bodies if body not in (wholeA, wholeB)], []
+        )
+        self.assertGreater(bodies.count(wholeA), 0)
+        self.assertGreater(bodies.count(wholeB), 0)
+        self.assertEqual(len(mockA.requests) + len(mockB.requests), len(results))
+        self.assertGreater(flips[0], 100)
+        self.assertLess(settled, 2.0)
+        self.assertRunning(proxy)
+        self.assertNotIn(b"Traceback", proxy.output)
+        health = await self.health(proxy)
+        self.assertIsNone(health["auto_switch"])
+
+    async def test_reloadWhileStreaming(self) -> None:
+        """
+        C9: a reload that removes the upstream five streams are coming
+        from and rotates the key: the streams finish from it byte for byte,
+        with the key they started with; the next request goes to the new
+        upstream with the new key; the breaker of a target kept by name
+        keeps its state.
+        """
+        oldMock = self.upstream(respondJSON(anthropicMessage("from old")))
+        newMock = self.upstream(respondJSON(anthropicMessage("from new")))
+        primaryMock = self.upstream(
+            respondJSON(anthropicError("overloaded_error", "busy"), status=529)
+        )
+
+        def configText(default: MockUpstream, key: str) -> str:
+            return f"""
+default:
+  url: "{default.url}"
+  auth: {{header: x-api-key, value: "${{{key}}}"}}
+upstreams:
+  primary: {{url: "{primaryMock.url}"}}
+breaker: {{failures: 3, cooldowns: [60s]}}
+default_mode: auto
+modes:
+  auto: {{failover: [primary, claude]}}
+  claude: []
+"""
+
+        config = self.configFile(configText(oldMock, "KEY_ONE"))
+        proxy = await self.start(
+            config, {"KEY_ONE": "key-one-C9", "KEY_TWO": "key-two-C9"}
+        )
+        assert proxy.pid is not None
+        for _ in range(3):
+            self.assertEqual(await self.text(proxy), "from old")
+        before = (await self.health(proxy))["targets"]["primary"]
+        self.assertEqual((before["state"], before["opens"]), ("open", 1))
+
+        events = anthropicStream(" ".join(["old"] * 60))
+        oldMock.behaviour = respondEvents(events, spacing=0.04)
+        responses = [
+            await self.post(proxy, messageBody("claude-sonnet-4-5")) for _ in range(5)
+        ]
+        bodies = [defer.ensureDeferred(response.content()) for response in responses]
+        replaceFile(config, configText(newMock, "KEY_TWO"))
+        os.kill(proxy.pid, signal.SIGHUP)
+        await self.waitForLog(proxy, b"config reloaded")
+        self.assertEqual(await self.text(proxy), "from new")
+        self.assertFalse(all(body.called for body in bodies), "streams ended early")
+
+        self.assertEqual([response.code for response in responses], [200] * 5)
+        self.assertEqual(await defer.gatherResults(bodies), [b"".join(events)] * 5)
+        self.assertEqual(
+            {request.header(b"x-api-key")[0] for request in oldMock.requests},
+            {b"key-one-C9"},
+        )
+        [toNew] = newMock.requests
+        self.assertEqual(toNew.header(b"x-api-key"), [b"key-two-C9"])
+        after = (await self.health(proxy))["targets"]["primary"]
+        self.assertEqual((after["state"], after["opens"]), ("open", 1))
+        self.assertEqual(len(primaryMock.requests), 3)
+
 
 class SecretTests(ModesCase):
     async def test_healthShowsNoSecrets(self) -> None:
         """
-        Neither the client's key nor an upstream's configured key reaches
+        S13: neither the client's key nor an upstream's configured key reaches
         C{/health} or the log: not through failure reasons, not through a
         refused config whose URL holds the key.
         """

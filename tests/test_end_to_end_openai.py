@@ -342,7 +342,7 @@ ERROR_STREAM = [
 class StreamErrorTests(OpenAICase):
     async def test_errorMidStream(self) -> None:
         """
-        A provider error inside the stream reaches the SDK as Anthropic's
+        F7: a provider error inside the stream reaches the SDK as Anthropic's
         error event, after the text it had sent.
         """
         mock = self.upstream(respondEvents(ERROR_STREAM, spacing=0.002))

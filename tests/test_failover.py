@@ -128,7 +128,7 @@ class FailoverHarness(SynchronousTestCase):
 class FailoverTests(FailoverHarness):
     def test_refusedFailsOverInvisibly(self) -> None:
         """
-        The preferred target refuses the connection: the request goes at
+        S8: the preferred target refuses the connection: the request goes at
         once to the next target, with that target's model name and
         credentials, and the client sees only its answer.
         """
@@ -156,6 +156,9 @@ class FailoverTests(FailoverHarness):
         self.assertEqual(self.report("claude").requests, 1)
 
     def test_statusFailsOver(self) -> None:
+        """
+        S8: the provider target gets its own key in place of the client's.
+        """
         d = self.post()
         [zaiRequest] = self.zai.requests
         self.assertEqual(json.loads(self.zai.bodies[0])["model"], "glm-4.6")
@@ -261,6 +264,10 @@ class FailoverTests(FailoverHarness):
         self.assertEqual(len(self.anthropic.lost), 1)
 
     def test_headersTimeoutFailsOver(self) -> None:
+        """
+        F2: a target that sends no response headers in time is failed over
+        and the timeout counts against it as a timeout.
+        """
         d = self.post(message("claude-sonnet-4-5", stream=True))
         self.clock.advance(60)
         self.flush()
@@ -294,7 +301,7 @@ class FailoverTests(FailoverHarness):
 
     def test_streamBrokenAfterFirstByteIsFinal(self) -> None:
         """
-        Once the stream has started, a break is not failed over (the client
+        F6: once the stream has started, a break is not failed over (the client
         has bytes) but counts against the target.
         """
         d = self.post(message("claude-sonnet-4-5", stream=True))
@@ -513,7 +520,7 @@ class HealthTests(FailoverHarness):
 
     def test_guarded(self) -> None:
         """
-        A page on another site reaching /health by DNS rebinding is refused
+        S2: a page on another site reaching /health by DNS rebinding is refused
         like any other request.
         """
         status, _, body = self.health(b"attacker.example")
@@ -561,7 +568,7 @@ class LocalTokenTests(FailoverHarness):
 
     def test_requestsNeedTheToken(self) -> None:
         """
-        With server.token set, a request without it, with a wrong one, or
+        S7: with server.token set, a request without it, with a wrong one, or
         with two, is refused before anything is sent upstream; the token
         never appears in the answer.
         """
@@ -573,6 +580,9 @@ class LocalTokenTests(FailoverHarness):
         self.assertEqual((self.zai.requests, self.anthropic.requests), ([], []))
 
     def test_tokenAcceptedAndNotForwarded(self) -> None:
+        """
+        S7: the right token lets the request through and is not forwarded.
+        """
         d = self.send([LOCAL_TOKEN.encode()])
         [request] = self.zai.requests
         self.assertIsNone(request.requestHeaders.getRawHeaders(b"x-ccrouter-token"))
@@ -580,6 +590,9 @@ class LocalTokenTests(FailoverHarness):
         self.assertEqual(self.result(d)[0], 200)
 
     def test_healthNeedsNoToken(self) -> None:
+        """
+        S7: C{/health} needs no token and never shows it.
+        """
         d = self.client.request("GET", "http://127.0.0.1:8080/health")
         self.flush()
         status, _, body = self.result(d)

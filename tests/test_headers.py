@@ -47,6 +47,8 @@ def claudeCodeHeaders() -> Headers:
             b"TE": [b"trailers"],
             b"Expect": [b"100-continue"],
             b"X-Multi": [b"a", b"b"],
+            b"Cookie": [b"session=client-cookie"],
+            b"X-Ccrouter-Token": [b"local-token-0123456789"],
         }
     )
 
@@ -58,8 +60,9 @@ def names(headers: Headers) -> set[bytes]:
 class RequestHeaderTests(SynchronousTestCase):
     def test_defaultKeepsClientCredentials(self) -> None:
         """
-        Anthropic gets the client's own credentials and every end-to-end
-        header, but no hop-by-hop ones and nothing named in Connection.
+        S8, H5: Anthropic gets the client's own credentials and every
+        end-to-end header, but no hop-by-hop ones, nothing named in
+        Connection, and not ccrouter's local token.
         """
         headers = upstreamRequestHeaders(claudeCodeHeaders(), DEFAULT)
         self.assertEqual(
@@ -71,6 +74,7 @@ class RequestHeaderTests(SynchronousTestCase):
                 b"anthropic-version",
                 b"content-type",
                 b"x-multi",
+                b"cookie",
             },
         )
         self.assertEqual(
@@ -80,26 +84,33 @@ class RequestHeaderTests(SynchronousTestCase):
 
     def test_routedUpstreamGetsOnlyItsKey(self) -> None:
         """
-        A routed upstream gets its configured key and neither client
-        credential.
+        S8: a routed upstream gets its configured key, once, and no client
+        credential: neither the Anthropic login nor a cookie.
         """
         headers = upstreamRequestHeaders(claudeCodeHeaders(), ZAI)
         self.assertEqual(headers.getRawHeaders(b"x-api-key"), [b"zai-key"])
         self.assertIsNone(headers.getRawHeaders(b"authorization"))
+        self.assertIsNone(headers.getRawHeaders(b"cookie"))
+        self.assertIsNone(headers.getRawHeaders(b"x-ccrouter-token"))
 
     def test_routedAuthorizationReplaced(self) -> None:
+        """
+        S8: a provider keyed by C{Authorization} gets its own bearer in place
+        of the client's, and no C{x-api-key}.
+        """
         headers = upstreamRequestHeaders(claudeCodeHeaders(), BEARER)
         self.assertEqual(headers.getRawHeaders(b"authorization"), [b"Bearer provider"])
         self.assertIsNone(headers.getRawHeaders(b"x-api-key"))
 
     def test_routedWithoutAuthGetsNoCredentials(self) -> None:
         """
-        A routed upstream without configured auth (a local model server)
-        still never sees the client's Anthropic credentials.
+        S8: a routed upstream without configured auth (a local model server)
+        still never sees the client's Anthropic credentials or cookies.
         """
         headers = upstreamRequestHeaders(claudeCodeHeaders(), LOCAL)
         self.assertIsNone(headers.getRawHeaders(b"authorization"))
         self.assertIsNone(headers.getRawHeaders(b"x-api-key"))
+        self.assertIsNone(headers.getRawHeaders(b"cookie"))
 
     def test_credentialsInConnectionAreDropped(self) -> None:
         """
@@ -114,6 +125,10 @@ class RequestHeaderTests(SynchronousTestCase):
 
 class ResponseHeaderTests(SynchronousTestCase):
     def test_hopByHopRemoved(self) -> None:
+        """
+        S6: hop-by-hop headers, those named in Connection, CORS headers and
+        cookies stay between ccrouter and the upstream.
+        """
         upstream = Headers(
             {
                 b"Content-Type": [b"text/event-stream"],
@@ -124,6 +139,12 @@ class ResponseHeaderTests(SynchronousTestCase):
                 b"Set-Cookie": [b"a=1", b"b=2"],
                 b"Content-Encoding": [b"gzip"],
                 b"Content-Length": [b"12"],
+                b"Set-Cookie2": [b"c=3"],
+                b"Access-Control-Allow-Origin": [b"*"],
+                b"Access-Control-Allow-Credentials": [b"true"],
+                b"ACCESS-CONTROL-EXPOSE-HEADERS": [b"request-id"],
+                b"Access-Control-Max-Age": [b"86400"],
+                b"Vary": [b"Origin"],
             }
         )
         headers = clientResponseHeaders(upstream)
@@ -132,9 +153,8 @@ class ResponseHeaderTests(SynchronousTestCase):
             {
                 b"content-type",
                 b"request-id",
-                b"set-cookie",
                 b"content-encoding",
                 b"content-length",
+                b"vary",
             },
         )
-        self.assertEqual(headers.getRawHeaders(b"set-cookie"), [b"a=1", b"b=2"])

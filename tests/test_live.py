@@ -9,9 +9,10 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ccrouter.breaker import BreakerBoard, Outcome, State, Verdict
+from ccrouter.breaker import BreakerBoard, BreakerPolicy, Outcome, State, Verdict
 from ccrouter.config import parseConfig
 from ccrouter.live import LiveState, ModeSource
+from ccrouter.state import decodeInto, encodeBoard
 
 CONFIG = """
 default_mode: claude
@@ -22,6 +23,8 @@ modes:
 breaker: {failures: 1, cooldowns: [10s]}
 """
 FAILED = Outcome(Verdict.FAILURE, "HTTP 529 (overloaded)")
+POLICY = BreakerPolicy(failures=1, cooldowns=(600.0,))
+WALL = 1795262400.0
 
 
 class LiveCase(SynchronousTestCase):
@@ -63,6 +66,10 @@ class ModeTests(LiveCase):
         )
 
     def test_garbageKeepsTheModeAndLogsOnce(self) -> None:
+        """
+        C7: a mode file naming no mode keeps the mode in force, says why, and
+        logs it once however often it is read.
+        """
         live = self.live
         live.applyModeFile(b"auto")
         live.applyModeFile(b"nonsense")
@@ -95,6 +102,10 @@ class ModeTests(LiveCase):
 
 class ConfigTests(LiveCase):
     def test_refusalKeepsTheConfigAndLogsOnce(self) -> None:
+        """
+        C1: a refused reload keeps the config in force and is logged once while
+        the problem stays the same.
+        """
         live = self.live
         config = live.config
         live.configRefused("c.yaml:3: routes: bad")
@@ -107,6 +118,10 @@ class ConfigTests(LiveCase):
         self.assertEqual(len([x for x in self.logged if "c.yaml:" in x]), 2)
 
     def test_reloadKeepsBreakersOfKeptTargets(self) -> None:
+        """
+        C9: a reload keeps the breaker state of a target that is still
+        configured.
+        """
         live = self.live
         live.record("antigravity", FAILED, live.begin("antigravity"))
         breaker = live.breaker("antigravity")
@@ -156,3 +171,81 @@ class BreakerTests(LiveCase):
                 for x in self.logged
             )
         )
+
+
+class ClockJumpTests(SynchronousTestCase):
+    """
+    The breakers run on the monotonic clock; the wall clock only dates
+    reloads, rate-limit resets and the saved state.
+    """
+
+    def trace(self, jumps: list[float]) -> list[tuple[State, float, int]]:
+        """
+        The breaker of C{antigravity} through a fixed run of requests seven
+        seconds apart, the wall clock moved by C{jumps[i]} before the
+        C{i}th; as (state, cooldown left, openings) after each.
+        """
+        monotonic = Clock()
+        wall = [1795262400.0]
+        live = LiveState(
+            parseConfig(
+                CONFIG.replace("cooldowns: [10s]", "cooldowns: [10s, 20s]"),
+                "c.yaml",
+                {},
+            ),
+            now=monotonic.seconds,
+            wallNow=lambda: wall[0] + monotonic.seconds(),
+        )
+        outcomes = [FAILED, FAILED, Outcome(Verdict.SUCCESS, "ok"), FAILED] * 4
+        trace = []
+        for jump, outcome in zip(jumps, outcomes, strict=True):
+            wall[0] += jump
+            breaker = live.breaker("antigravity")
+            assert breaker is not None
+            if breaker.available(monotonic.seconds()):
+                live.record("antigravity", outcome, live.begin("antigravity"))
+            monotonic.advance(7)
+            report = breaker.report(monotonic.seconds())
+            trace.append((report.state, report.cooldownRemaining, report.opens))
+        return trace
+
+    def test_wallClockJumps(self) -> None:
+        """
+        F25: the wall clock moved two hours back and forth between requests
+        leaves the breaker's trace exactly as it is with a steady clock: no
+        cooldown ends early or lasts for ever.
+        """
+        steady = self.trace([0.0] * 16)
+        self.assertEqual(
+            {state for state, _, _ in steady},
+            {State.CLOSED, State.OPEN, State.HALF_OPEN},
+        )
+        hours = 3600.0
+        jumpy = self.trace([2 * hours, -2 * hours, -2 * hours, 2 * hours] * 4)
+        self.assertEqual(jumpy, steady)
+
+    def test_savedStateAcrossAClockJump(self) -> None:
+        """
+        F25: breaker state saved, then restored by a new process whose wall
+        clock was set back two hours keeps the cooldown it had (not two hours
+        more); set forward two hours, the cooldown is over, not stuck.
+        """
+        saved = BreakerBoard(POLICY)
+        saved.reconcile(["a"], POLICY, 0.0)
+        breaker = saved.get("a")
+        assert breaker is not None
+        breaker.record(FAILED, 100.0, None)
+        content = encodeBoard(saved, now=100.0, wallNow=WALL)
+        for wallNow, state, remaining in [
+            (WALL - 7200.0, State.OPEN, 600.0),
+            (WALL + 7200.0, State.HALF_OPEN, 0.0),
+        ]:
+            restored = BreakerBoard(POLICY)
+            restored.reconcile(["a"], POLICY, 5.0)
+            decodeInto(content, restored, now=5.0, wallNow=wallNow)
+            again = restored.get("a")
+            assert again is not None
+            report = again.report(5.0)
+            self.assertEqual(
+                (report.state, report.cooldownRemaining), (state, remaining)
+            )

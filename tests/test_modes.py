@@ -19,7 +19,7 @@ CONFIG = parseConfig(
 class ReadModeFileTests(SynchronousTestCase):
     def test_names(self) -> None:
         """
-        One name, with surrounding whitespace, a trailing newline or a BOM.
+        C7: one name, with surrounding whitespace, a trailing newline or a BOM.
         """
         for content in [b"auto", b"auto\n", b"  auto \r\n", b"\xef\xbb\xbfauto\n"]:
             self.assertEqual(readModeFile(content, CONFIG), ModeReading("auto"))
@@ -29,7 +29,7 @@ class ReadModeFileTests(SynchronousTestCase):
 
     def test_problems(self) -> None:
         """
-        Garbage names no mode and says why, without echoing more than a
+        C7: garbage names no mode and says why, without echoing more than a
         short name.
         """
         cases = {

@@ -22,7 +22,7 @@ def headers(**values: str) -> object:
 class StatusTests(SynchronousTestCase):
     def test_classification(self) -> None:
         """
-        The target's faults count; the request's own do not.
+        F8, F9: the target's faults count; the request's own do not.
         """
         expected = {
             200: Verdict.SUCCESS,
@@ -57,6 +57,9 @@ class StatusTests(SynchronousTestCase):
         )
 
     def test_429CarriesItsReset(self) -> None:
+        """
+        F10: a 429 carries the time its limit resets, from C{retry-after}.
+        """
         outcome = outcomeOfStatus(429, headers(retry_after="17"), NOW)
         self.assertEqual(outcome.resetAfter, 17.0)
         self.assertIsNone(outcomeOfStatus(429, headers(), NOW).resetAfter)
@@ -67,6 +70,10 @@ class StatusTests(SynchronousTestCase):
 
 class ResetTests(SynchronousTestCase):
     def test_retryAfterForms(self) -> None:
+        """
+        F10: C{retry-after} in seconds or as an HTTP date, relative to the wall
+        clock; a date in the past is a reset now.
+        """
         self.assertEqual(rateLimitReset(headers(retry_after="2.5"), NOW), 2.5)
         self.assertEqual(rateLimitReset(headers(retry_after_ms="1500"), NOW), 1.5)
         self.assertEqual(
@@ -79,13 +86,17 @@ class ResetTests(SynchronousTestCase):
         )
 
     def test_garbageIgnored(self) -> None:
+        """
+        F10: a C{retry-after} that is neither a number nor a date is ignored,
+        not taken as a reset time.
+        """
         for value in ["soon", "-5", "nan", "inf", ""]:
             self.assertIsNone(rateLimitReset(headers(retry_after=value), NOW), value)
 
     def test_anthropicResetHeaders(self) -> None:
         """
-        Without C{retry-after}, the exhausted limit's reset is used; when no
-        limit shows as exhausted, the latest reset.
+        F10: without C{retry-after}, the exhausted limit's reset is used; when
+        no limit shows as exhausted, the latest reset.
         """
         lookup = headers(
             anthropic_ratelimit_requests_remaining="0",

@@ -86,7 +86,8 @@ class RelayTests(SynchronousTestCase):
 
     def test_clientPausesUpstream(self) -> None:
         """
-        The relay is the request's producer; pausing it pauses the upstream.
+        H11: the relay is the request's producer; pausing it pauses the
+        upstream.
         """
         relay, request, body, _ = self.relay()
         self.assertIs(request.producer, relay)
@@ -97,14 +98,15 @@ class RelayTests(SynchronousTestCase):
 
     def test_idleTimerStopsWhileClientHoldsBack(self) -> None:
         """
-        A stream the client has paused is not cut for silence, however long;
-        once resumed, silence counts again from zero.
+        F5: a stream the client has paused is not cut for upstream silence,
+        however much longer than the idle timeout (only the client's write
+        stall limit applies); once resumed, silence counts again from zero.
         """
         relay, request, body, clock = self.relay()
         relay.dataReceived(b"event: ping\ndata: {}\n\n")
         clock.advance(9)
         relay.pauseProducing()
-        clock.advance(1000)
+        clock.advance(299)
         self.assertEqual(body.state, "paused")
         relay.resumeProducing()
         clock.advance(9)
@@ -118,7 +120,7 @@ class RelayTests(SynchronousTestCase):
 
     def test_lengthFramedBodyIsAborted(self) -> None:
         """
-        A body framed by Content-Length cannot take an extra event: breaking
+        F6: a body framed by Content-Length cannot take an extra event: breaking
         off, even between events, aborts the client connection.
         """
         relay, request, _, _ = self.relay(framedByLength=True)

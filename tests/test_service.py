@@ -114,6 +114,12 @@ class GeneratorTests(SynchronousTestCase):
         self.assertEqual(twistdCommand(str(python)), [str(twistd)])
 
     def test_service(self) -> None:
+        """
+        C13: the service unit restarts on failure, gives the proxy's drain
+        (30 s by default) 15 s more before SIGKILL, sends SIGTERM to the
+        proxy alone (C{KillMode=mixed}), keeps its files private, allows
+        65536 open files and no privilege gain.
+        """
         text = systemdService(
             "/opt/cc/bin/python",
             "/home/u/.config/ccrouter/config.yaml",
@@ -135,6 +141,10 @@ class GeneratorTests(SynchronousTestCase):
             "RestartSec=2",
             "TimeoutStopSec=45",
             "KillSignal=SIGTERM",
+            "KillMode=mixed",
+            "UMask=0077",
+            "LimitNOFILE=65536",
+            "NoNewPrivileges=yes",
             "Environment=PYTHONUNBUFFERED=1",
             "Environment=CCROUTER_HOME=/srv/cc",
             "EnvironmentFile=-/home/u/.config/ccrouter/service.env",
@@ -145,6 +155,15 @@ class GeneratorTests(SynchronousTestCase):
         self.assertNotIn("Requires=ccrouter.socket", lines)
         self.assertNotIn("--listen", text)
         self.assertTrue(text.endswith("\n"))
+
+    def test_stopTimeoutFollowsTheDrain(self) -> None:
+        """
+        C13: a longer C{server.drain_timeout} gets a longer
+        C{TimeoutStopSec}, always 15 s past it (whole seconds, rounded up).
+        """
+        for drain, expected in ((30, 45), (100, 115), (2.5, 18), (1, 16)):
+            lines = systemdService("/x/python", None, {}, False, drain=drain)
+            self.assertIn(f"TimeoutStopSec={expected}", lines.splitlines())
 
     def test_serviceWithoutConfig(self) -> None:
         """
@@ -285,6 +304,10 @@ class VerifyTests(SynchronousTestCase):
         self.assertEqual(_complaints(output, list(files)), [], output)
 
     def test_service(self) -> None:
+        """
+        C13: C{systemd-analyze verify} accepts the service unit with its
+        hardening and stop settings.
+        """
         config = self.directory / "my config" / "config.yaml"
         self.verify(
             {
@@ -321,7 +344,7 @@ class VerifyTests(SynchronousTestCase):
 
     def test_installedFiles(self) -> None:
         """
-        What C{ccrouter service install --socket} writes passes as well.
+        C13: what C{ccrouter service install --socket} writes passes as well.
         """
         home = self.directory / "home"
         status = main(
@@ -342,7 +365,8 @@ class VerifyTests(SynchronousTestCase):
 
     def test_verifyFindsProblems(self) -> None:
         """
-        The check is not vacuous: a unit with a mistake draws a complaint.
+        C13: the check is not vacuous: a unit with a mistake draws a
+        complaint.
         """
         text = systemdService(sys.executable, None, {}, socket=False)
         (self.directory / "ccrouter.service").write_text(
@@ -545,6 +569,22 @@ class InstallTests(SynchronousTestCase):
         self.assertNotIn("zai-secret", text)
         self.assertIn("Z_AI_API_KEY", out)
         self.assertIn(str(self.home / "cc" / "service.env"), out)
+
+    def test_drainTimeoutFromTheConfig(self) -> None:
+        """
+        C13: the installed unit's C{TimeoutStopSec} is derived from the
+        config's C{server.drain_timeout}, so systemd never kills a drain.
+        """
+        config = self.home / "cc" / "config.yaml"
+        config.parent.mkdir()
+        config.write_text(
+            'default:\n  url: "https://api.anthropic.com"\n'
+            "server:\n  drain_timeout: 2m\n"
+        )
+        status, _, err = self.ccrouter("install", "--no-enable")
+        self.assertEqual((status, err), (0, ""))
+        lines = (self.units / "ccrouter.service").read_text().splitlines()
+        self.assertIn("TimeoutStopSec=135", lines)
 
     def test_invalidConfigRefused(self) -> None:
         config = self.home / "cc" / "config.yaml"

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from ccrouter.sse import EventBoundary
+from ccrouter.sse import EventBoundary, EventNames
 
 
 def boundaryAfter(*chunks: bytes) -> bool:
@@ -47,7 +47,7 @@ class EventBoundaryTests(SynchronousTestCase):
         self, payloads: list[bytes], ending: bytes, data: st.DataObject
     ) -> None:
         """
-        However a stream of whole events is cut into chunks, it ends at a
+        Z2: however a stream of whole events is cut into chunks, it ends at a
         boundary; with a partial event appended, it does not.
         """
         events = b"".join(
@@ -65,3 +65,48 @@ class EventBoundaryTests(SynchronousTestCase):
                 for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)
             ]
             self.assertEqual(boundaryAfter(*pieces), expected)
+
+
+def namesAfter(*chunks: bytes) -> tuple[bool, bool]:
+    names = EventNames()
+    for chunk in chunks:
+        names.feed(chunk)
+    return names.sawMessageStop, names.sawError
+
+
+class EventNamesTests(SynchronousTestCase):
+    def test_namesSeen(self) -> None:
+        """
+        F7: an C{error} event and C{message_stop} are noticed with any line
+        ending, also when a line is cut across chunks; a data line that
+        mentions them is not an event name.
+        """
+        for ending in [b"\n", b"\r\n", b"\r"]:
+            stream = b"event: error\ndata: {}\n\nevent:message_stop\n\n".replace(
+                b"\n", ending
+            )
+            self.assertEqual(namesAfter(stream), (True, True), ending)
+            self.assertEqual(
+                namesAfter(*[stream[i : i + 1] for i in range(len(stream))]),
+                (True, True),
+            )
+        self.assertEqual(
+            namesAfter(b'data: event: error\n\ndata: "event: message_stop"\n\n'),
+            (False, False),
+        )
+
+    def test_overlongLineIsNeverAName(self) -> None:
+        """
+        Z2: a line longer than an event name can be is data however the
+        stream is cut (hypothesis found a cut that made C{event: error}
+        followed by padding and more text read as an C{error} event).
+        """
+        for line in [
+            b"event: error" + b" " * 60 + b"junk",
+            b"event: message_stop" + b" " * 50,
+        ]:
+            stream = line + b"\n\n"
+            for cut in range(len(stream) + 1):
+                self.assertEqual(
+                    namesAfter(stream[:cut], stream[cut:]), (False, False), cut
+                )

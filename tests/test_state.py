@@ -5,6 +5,7 @@ Tests for L{ccrouter.state}: the breaker state file.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -93,3 +94,19 @@ class StateFileTests(SynchronousTestCase):
         restored = after.get("a")
         assert restored is not None
         self.assertEqual(restored.report(0.0).cooldownRemaining, 1800.0)
+
+    def test_private(self) -> None:
+        """
+        S14: the state file is 0600, and a directory it needs is created
+        0700, even under C{umask 022}.
+        """
+        previous = os.umask(0o022)
+        self.addCleanup(os.umask, previous)
+        path = self.directory / "new" / "breakers.json"
+        saveBoard(str(path), board("a"), lambda: 0.0, lambda: 0.0)
+        self.assertEqual(path.stat().st_mode & 0o777, 0o600)
+        self.assertEqual(path.parent.stat().st_mode & 0o777, 0o700)
+        # A state file loosened by hand is tightened by the next save.
+        path.chmod(0o644)
+        saveBoard(str(path), board("a"), lambda: 0.0, lambda: 0.0)
+        self.assertEqual(path.stat().st_mode & 0o777, 0o600)

@@ -6,9 +6,10 @@ reactor.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from twisted.application.service import IServiceCollection
+from twisted.application.service import IService, IServiceCollection
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
@@ -29,6 +30,16 @@ def parse(*arguments: str) -> Options:
     options = Options()
     options.parseOptions(list(arguments))
     return options
+
+
+def walk(service: IService) -> Iterator[IService]:
+    """
+    A service and every service under it.
+    """
+    yield service
+    if IServiceCollection.providedBy(service):
+        for child in service:  # type: ignore[attr-defined]
+            yield from walk(child)
 
 
 class OptionsTests(SynchronousTestCase):
@@ -141,6 +152,32 @@ class MakeServiceTests(SynchronousTestCase):
         self.service("--config", str(path))
         self.assertEqual([line for line in logged if "written in full" in line], [])
 
+    def test_environmentFixedAtStart(self) -> None:
+        """
+        C10: the environment is taken once, at start: a reload applies the
+        changed config with the variables as they were then, not as they are
+        by the time of the reload.
+        """
+        variable = "CCROUTER_TEST_C10_KEY"
+        self.patch(os, "environ", {**os.environ, variable: "key-at-start"})
+        path = Path(self.mktemp()).absolute()
+        keyed = (
+            "upstreams:\n  zai:\n    url: https://api.z.ai/api/anthropic\n"
+            f"    auth: {{header: x-api-key, value: '${{{variable}}}'}}\n"
+        )
+        path.write_text(keyed)
+        service, _ = self.service("--config", str(path))
+        os.environ[variable] = "key-changed-later"
+        path.write_text(keyed + "# changed\n")
+        [watcher] = [child for child in walk(service) if isinstance(child, Watcher)]
+        watcher.reloadNow()
+        live = watcher._live
+        assert live.lastReload is not None
+        self.assertIsNone(live.lastReload.error)
+        [upstream] = live.config.upstreams
+        assert upstream.auth is not None
+        self.assertEqual(upstream.auth.value, "key-at-start")
+
     def captureStderr(self, action: object) -> str:
         """
         Run C{action}, which must exit with status 1, and return what it
@@ -173,9 +210,9 @@ class UpstreamEndpointTests(SynchronousTestCase):
 
     def test_addressConnectsDirectly(self) -> None:
         """
-        An IP address is connected to directly: a refused connection is
-        reported at once, so failover does not wait out a happy-eyeballs
-        attempt delay.
+        F1: an IP address is connected to directly: a refused connection is
+        reported at once, so failover does not wait out a happy-eyeballs attempt
+        delay.
         """
         endpoint = self.endpointFor(b"http://127.0.0.1:8317/v1/messages")
         assert isinstance(endpoint, TCP4ClientEndpoint)

@@ -1235,8 +1235,8 @@ class PropertyTests(SynchronousTestCase):
     )
     def test_anyChunking(self, name: str, ending: bytes, data: st.DataObject) -> None:
         """
-        However a recorded stream (with any line endings) is cut into pieces,
-        the events are exactly those of feeding it whole; every piece of
+        Z2: however a recorded stream (with any line endings) is cut into
+        pieces, the events are exactly those of feeding it whole; every piece of
         output is whole events; every prefix and the whole obey the grammar.
         """
         stream = withEndings(RECORDED[name], ending)
@@ -1256,9 +1256,9 @@ class PropertyTests(SynchronousTestCase):
     @given(st.data())
     def test_generatedStreams(self, data: st.DataObject) -> None:
         """
-        Streams made of random fragments (reasoning, text, tool calls in
-        each provider style, usage, comments, finish reasons, errors, pings
-        and failures from the shell) always give a grammatical stream.
+        Z2: streams made of random fragments (reasoning, text, tool calls in
+        each provider style, usage, comments, finish reasons, errors, pings and
+        failures from the shell) always give a grammatical stream.
         """
         t = translator()
         out = b""

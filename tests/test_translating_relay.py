@@ -339,8 +339,8 @@ class StreamTests(TranslatingHarness):
 
     def test_chunkSplitAnywhere(self) -> None:
         """
-        An upstream chunk cut in two completes its events only with its
-        last byte.
+        Z2: an upstream chunk cut in two completes its events only with its last
+        byte.
         """
         upstreamRequest, reader, _ = self.openStream()
         self.send(upstreamRequest, ROLE)
@@ -401,7 +401,7 @@ class StreamTests(TranslatingHarness):
 
     def test_cleanEndWithoutFinishReason(self) -> None:
         """
-        A stream the upstream ends cleanly before any C{finish_reason} was
+        F6: a stream the upstream ends cleanly before any C{finish_reason} was
         cut short: an C{error} event, never a clean-looking message.
         """
         upstreamRequest, reader, _ = self.openStream()
@@ -419,9 +419,9 @@ class StreamTests(TranslatingHarness):
 
     def test_upstreamDropsMidStream(self) -> None:
         """
-        An upstream connection that breaks off mid-stream ends the client's
-        stream with an C{api_error} event (the stream has started: no
-        failover) and counts against the target.
+        F6: an upstream connection that breaks off mid-stream ends the client's
+        stream with an C{api_error} event (the stream has started: no failover)
+        and counts against the target.
         """
         upstreamRequest, reader, _ = self.openStream()
         self.send(upstreamRequest, ROLE + chunk({"content": "Hel"}))
@@ -451,7 +451,7 @@ class StreamTests(TranslatingHarness):
 
     def test_providerErrorChunk(self) -> None:
         """
-        An in-stream provider error ends the client's stream at once with an
+        F7: an in-stream provider error ends the client's stream at once with an
         C{error} event, without waiting for the upstream to end, and the
         upstream connection is closed: nothing it sends afterwards is read.
         """
@@ -473,7 +473,7 @@ class StreamTests(TranslatingHarness):
 
     def test_overlongLine(self) -> None:
         """
-        An upstream line that never ends is not buffered without bound: the
+        F17: an upstream line that never ends is not buffered without bound: the
         stream ends with an error and the upstream connection is closed.
         """
         self.patch(stream, "MAX_LINE", 4096)
@@ -489,7 +489,7 @@ class StreamTests(TranslatingHarness):
 
     def test_plainJSONErrorInA200Stream(self) -> None:
         """
-        An upstream that answers a streaming request with 200 and a plain
+        F17: an upstream that answers a streaming request with 200 and a plain
         JSON error body (no SSE) gives an C{error} event too.
         """
         upstreamRequest, reader, _ = self.openStream()
@@ -505,7 +505,7 @@ class StreamTests(TranslatingHarness):
 
     def test_clientDisconnects(self) -> None:
         """
-        A client that leaves mid-stream closes the upstream connection,
+        F14: a client that leaves mid-stream closes the upstream connection,
         leaves no timer behind, and is neutral for the breaker.
         """
         self.primeFailure()
@@ -524,6 +524,10 @@ class StreamTests(TranslatingHarness):
         self.assertEqual(self.anthropic.requests, [])
 
     def test_clientDisconnectsWhilePaused(self) -> None:
+        """
+        F14: a client that leaves while it holds the stream back closes the
+        upstream too, and leaves no timer.
+        """
         self.primeFailure()
         upstreamRequest, reader, _ = self.openStream()
         self.send(upstreamRequest, ROLE)
@@ -646,7 +650,7 @@ class PingTests(TranslatingHarness):
 class IdleTimeoutTests(TranslatingHarness):
     def test_idleUpstreamCut(self) -> None:
         """
-        No upstream byte for C{timeouts.idle}: pings meanwhile (which do not
+        F5: no upstream byte for C{timeouts.idle}: pings meanwhile (which do not
         count as upstream activity), then a C{timeout_error} event ends the
         stream, the upstream connection is closed and the target's breaker
         records a timeout.
@@ -755,6 +759,10 @@ class WholeAnswerTests(TranslatingHarness):
         self.assertEqual(json.loads(body)["error"]["type"], "rate_limit_error")
 
     def test_rateLimitedFailsOver(self) -> None:
+        """
+        F10: a 429 from a translated target fails over to the next target,
+        unseen by the client.
+        """
         d = self.post()
         self.answer(self.deepseek.requests[0], 429, b'{"error": {"message": "slow"}}')
         self.answer(self.anthropic.requests[0], 200, b'{"ok": 1}')
@@ -816,9 +824,9 @@ class WholeAnswerTests(TranslatingHarness):
 
     def test_nonJSONSuccess(self) -> None:
         """
-        A 200 that is not a chat completion (a captive portal's page) counts
-        against the target, and, since nothing has reached the client yet,
-        the next target answers instead.
+        F17: a 200 that is not a chat completion (a captive portal's page)
+        counts against the target, and, since nothing has reached the client
+        yet, the next target answers instead.
         """
         d = self.post()
         self.answer(self.deepseek.requests[0], 200, b"<html>hello</html>")
@@ -914,7 +922,7 @@ class LocalAndPassthroughTests(TranslatingHarness):
 class OutboundRequestTests(TranslatingHarness):
     def test_headersAndPath(self) -> None:
         """
-        The OpenAI upstream gets the configured Authorization and none of
+        S8: the OpenAI upstream gets the configured Authorization and none of
         the client's credentials or Anthropic headers, at
         C{/v1/chat/completions}.
         """

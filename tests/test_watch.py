@@ -6,6 +6,7 @@ L{task.Clock}.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,10 @@ class ModeFileTests(WatcherCase):
         self.assertEqual(self.live.modeName, "auto")
 
     def test_inPlaceRewriteAndDeletion(self) -> None:
+        """
+        C5: a mode file rewritten in place is applied; deleted, the default mode
+        is back.
+        """
         self.modePath.write_text("auto")
         self.poll(2)
         self.assertEqual(self.live.modeName, "auto")
@@ -99,7 +104,7 @@ class ModeFileTests(WatcherCase):
 
     def test_halfWrittenFileNotApplied(self) -> None:
         """
-        A file seen changing between two polls waits until it stops
+        C6: a file seen changing between two polls waits until it stops
         changing: the empty file an editor leaves for a moment is never
         reported.
         """
@@ -117,7 +122,7 @@ class ModeFileTests(WatcherCase):
 
     def test_unreadableModeFile(self) -> None:
         """
-        A mode file that cannot be read keeps the mode and says why.
+        C7: a mode file that cannot be read keeps the mode and says why.
         """
         self.modePath.write_text("auto")
         self.poll(2)
@@ -129,7 +134,7 @@ class ModeFileTests(WatcherCase):
 
     def test_fifoIsNotRead(self) -> None:
         """
-        A FIFO in place of the mode file would block a reader: it is refused
+        C7: a FIFO in place of the mode file would block a reader: it is refused
         without being waited on.
         """
         os.mkfifo(self.modePath)
@@ -157,9 +162,42 @@ class ModeFileTests(WatcherCase):
         self.addCleanup(watcher.stopService)
         self.assertEqual(live.modeName, "auto")
 
+    def test_everyKindOfContent(self) -> None:
+        """
+        C7: garbage, an empty file, an unknown mode, 1 MB, binary bytes and
+        a NUL keep the mode in force (and say why); a BOM, surrounding
+        whitespace and a trailing newline are accepted.
+        """
+        self.modePath.write_text("auto")
+        self.poll(2)
+        for content in [
+            b"garbage garbage",
+            b"",
+            b"nonsense",
+            b"auto" * 262144,
+            bytes(range(256)),
+            b"au\x00to",
+        ]:
+            replace(self.modePath, content)
+            self.poll(2)
+            self.assertEqual(self.live.modeName, "auto", content[:20])
+            self.assertIsNotNone(self.live.modeProblem, content[:20])
+        for content, mode in [
+            (b"\xef\xbb\xbfclaude", "claude"),
+            (b"  auto \r\n", "auto"),
+            (b"claude\n", "claude"),
+        ]:
+            replace(self.modePath, content)
+            self.poll(2)
+            self.assertEqual((self.live.modeName, self.live.modeProblem), (mode, None))
+
 
 class ConfigFileTests(WatcherCase):
     def test_renamedConfigApplied(self) -> None:
+        """
+        C5: a config saved by renaming a new file over it (C{mv}, a new inode)
+        is applied.
+        """
         replace(self.configPath, CONFIG + "default_mode: auto\n")
         self.poll(2)
         self.assertEqual(self.live.config.defaultMode, "auto")
@@ -170,6 +208,10 @@ class ConfigFileTests(WatcherCase):
         self.assertEqual(self.loads, 1)
 
     def test_brokenConfigKeepsTheOld(self) -> None:
+        """
+        C1: a broken config is refused whole: the old one stays, the error names
+        the file, line and key, and the file is not read again until it changes.
+        """
         config = self.live.config
         replace(self.configPath, "modes:\n  claude: []\n  auto: {failover: [clade]}\n")
         self.poll(2)
@@ -184,6 +226,10 @@ class ConfigFileTests(WatcherCase):
         self.assertEqual(self.loads, 2)
 
     def test_deletedConfigKeepsTheOld(self) -> None:
+        """
+        C5: a deleted config keeps the one in force and says it cannot be read;
+        written again, it is loaded.
+        """
         config = self.live.config
         self.configPath.unlink()
         self.poll(2)
@@ -209,7 +255,7 @@ class ConfigFileTests(WatcherCase):
 
     def test_reloadNow(self) -> None:
         """
-        C{SIGHUP}'s reload reads both files at once, without waiting.
+        F21: C{SIGHUP}'s reload reads both files at once, without waiting.
         """
         self.configPath.write_text(CONFIG + "default_mode: auto\n")
         self.modePath.write_text("claude")
@@ -233,11 +279,127 @@ class ConfigFileTests(WatcherCase):
         self.assertIsNone(self.live.modeProblem)
         self.assertEqual(self.live.modeFile, str(other))
 
+    def test_unusableVariableRefusesTheWholeReload(self) -> None:
+        """
+        C2: a reload whose config names an unset variable is refused whole,
+        naming the variable: the config in force stays, mode and all.
+        """
+        config = self.live.config
+        replace(
+            self.configPath,
+            CONFIG
+            + "default_mode: auto\nupstreams:\n  zai:\n    url: https://a.example\n"
+            "    auth: {header: x-api-key, value: '${ZAI_KEY}'}\n",
+        )
+        self.poll(2)
+        self.assertIs(self.live.config, config)
+        self.assertEqual(self.live.modeName, "claude")
+        assert self.live.lastReload is not None
+        self.assertEqual(
+            self.live.lastReload.error,
+            f"{self.configPath}:9: upstreams.zai.auth.value: environment variable"
+            " ZAI_KEY is not set",
+        )
+
+    def assertReloadedOnce(self, defaultMode: str | None) -> None:
+        """
+        After a change: within two polls the config is read once, and no
+        more while it stays as it is.  C{defaultMode} is the default mode of
+        the config then in force, or L{None} if the file could not be read.
+        """
+        before = self.loads
+        self.poll(2)
+        self.assertEqual(self.loads, before + 1)
+        self.poll(6)
+        self.assertEqual(self.loads, before + 1)
+        assert self.live.lastReload is not None
+        if defaultMode is None:
+            self.assertIn("cannot read", self.live.lastReload.error or "")
+        else:
+            self.assertIsNone(self.live.lastReload.error)
+            self.assertEqual(self.live.config.defaultMode, defaultMode)
+
+    def test_everyWayOfSaving(self) -> None:
+        """
+        C5: each way a config gets replaced is noticed within a second and
+        read exactly once: a rename over it, a rewrite in place, vim's
+        backup-and-rename, a symlink pointed elsewhere; its deletion, and
+        its directory's, keep the config in force and say why.
+        """
+        path = self.configPath
+        modes = iter(["auto", "claude"] * 10)
+
+        def text() -> str:
+            return CONFIG + f"default_mode: {next(modes)}\n"
+
+        replace(path, text())
+        self.assertReloadedOnce("auto")
+        with path.open("w") as configFile:
+            configFile.write(text() + "# rewritten in place\n")
+        self.assertReloadedOnce("claude")
+        # vim with 'backupcopy=no': the file is renamed to its backup and a
+        # new one written in its place.
+        backup = path.with_name(path.name + "~")
+        os.rename(path, backup)
+        path.write_text(text())
+        backup.unlink()
+        self.assertReloadedOnce("auto")
+        elsewhere = self.directory / "elsewhere"
+        elsewhere.mkdir()
+        for name in ("a.yaml", "b.yaml"):
+            (elsewhere / name).write_text(text())
+        link = path.with_name("link.tmp")
+        link.symlink_to(elsewhere / "a.yaml")
+        os.replace(link, path)
+        self.assertReloadedOnce("claude")
+        link.symlink_to(elsewhere / "b.yaml")
+        os.replace(link, path)
+        self.assertReloadedOnce("auto")
+        config = self.live.config
+        path.unlink()
+        self.assertReloadedOnce(None)
+        self.assertIs(self.live.config, config)
+        path.write_text(text())
+        self.assertReloadedOnce("claude")
+        config = self.live.config
+        shutil.rmtree(self.directory)
+        self.assertReloadedOnce(None)
+        self.assertIs(self.live.config, config)
+
+    def test_partialWriteNeverApplied(self) -> None:
+        """
+        C6: a config written in two halves is not applied half-written:
+        the first half is not even read when the rest follows within a poll
+        interval, and refused (the old config staying) when it lingers.
+        """
+        config = self.live.config
+        whole = CONFIG + "default_mode: auto\n"
+        half = whole[: len(whole) // 2 + 3]
+        self.configPath.write_text(half)
+        self.poll()
+        self.configPath.write_text(whole)
+        self.poll()
+        self.assertEqual(self.loads, 1)
+        self.assertIs(self.live.config, config)
+        self.poll()
+        self.assertEqual(self.loads, 2)
+        self.assertEqual(self.live.config.defaultMode, "auto")
+
+        config = self.live.config
+        self.configPath.write_text(half)
+        self.poll(2)
+        self.assertIs(self.live.config, config)
+        assert self.live.lastReload is not None
+        self.assertIsNotNone(self.live.lastReload.error)
+        self.configPath.write_text(whole.replace("auto\n", "claude\n"))
+        self.poll(2)
+        self.assertEqual(self.live.config.defaultMode, "claude")
+
 
 class HangupTests(SynchronousTestCase):
     def test_sighupSchedulesAReload(self) -> None:
         """
-        C{SIGHUP} is caught (Twisted leaves it fatal) and hands the reload
+        F21: C{SIGHUP} is caught (Twisted leaves it fatal) and hands the reload
         to the reactor thread; stopping restores the previous handler.
         """
         queued: list[Callable[[], None]] = []
@@ -257,6 +419,10 @@ class HangupTests(SynchronousTestCase):
 
 class SettledFileTests(SynchronousTestCase):
     def test_symlinkSwap(self) -> None:
+        """
+        C5: a symlink swapped to point at another file is a change, applied once
+        it holds still.
+        """
         directory = Path(self.mktemp()).absolute()
         directory.mkdir()
         (directory / "a").write_text("one")
