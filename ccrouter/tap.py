@@ -30,7 +30,13 @@ from twisted.web.server import Site
 from ccrouter import __version__
 from ccrouter.agents import PooledAgents
 from ccrouter.breaker import BreakerBoard
-from ccrouter.config import Config, ConfigError, parseConfig, permissionWarning
+from ccrouter.config import (
+    MAX_CONFIG_BYTES,
+    Config,
+    ConfigError,
+    parseConfig,
+    permissionWarning,
+)
 from ccrouter.drain import GracefulStop
 from ccrouter.hardening import LiveSecrets, configFileProblem, hardenProcess
 from ccrouter.live import LiveState
@@ -94,7 +100,9 @@ def loadConfig(path: str | None, environ: Mapping[str, str]) -> Config:
         return parseConfig(text, DEFAULT_CONFIG_NAME, environ)
     try:
         with open(path, encoding="utf-8") as configFile:
-            text = configFile.read()
+            # One character more than parseConfig takes: an oversized file
+            # is refused without being read whole.
+            text = configFile.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(path, None, "", f"cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
