@@ -258,6 +258,9 @@ class ServerSettings:
     limits: ClientLimits = ClientLimits()
     #: The file C{token} was read from (C{server.token_file}), if any.
     tokenFile: str | None = None
+    #: Whether listening on an address other hosts can reach is allowed
+    #: (C{server.allow_remote}); only together with a token.
+    allowRemote: bool = False
 
 
 @frozen
@@ -733,6 +736,7 @@ class _ConfigReader:
                 "allowed_origins",
                 "token",
                 "token_file",
+                "allow_remote",
                 "client_timeouts",
                 "max_connections",
                 "max_streams",
@@ -754,6 +758,15 @@ class _ConfigReader:
                     )
                 tokenFile = self._path(fields["token_file"])
                 token = self._tokenFromFile(fields["token_file"], tokenFile)
+        allowRemote = False
+        if "allow_remote" in fields:
+            with self._recovering():
+                allowRemote = self._boolean(fields["allow_remote"])
+                if allowRemote and "token" not in fields and "token_file" not in fields:
+                    raise fields["allow_remote"].error(
+                        "needs server.token or server.token_file: without a token,"
+                        " anyone who can reach the port could use your keys"
+                    )
         host = DEFAULT_HOST
         if "host" in fields:
             with self._recovering():
@@ -807,6 +820,7 @@ class _ConfigReader:
             token=token,
             limits=limits,
             tokenFile=tokenFile,
+            allowRemote=allowRemote,
         )
 
     def _tokenFromFile(self, located: _Located, path: str) -> str:
@@ -1453,6 +1467,11 @@ class _ConfigReader:
         if not value.strip():
             raise located.error("must not be empty")
         return value
+
+    def _boolean(self, located: _Located) -> bool:
+        self._scalar(located, (":bool",), "true or false")
+        assert isinstance(located.node, yaml.ScalarNode)
+        return bool(_CONSTRUCTOR.construct_yaml_bool(located.node))
 
     def _integer(self, located: _Located, low: int, high: int) -> int:
         self._scalar(located, (":int",), "an integer")

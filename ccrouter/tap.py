@@ -5,10 +5,11 @@ C{twistd ccrouter}: command-line options and the service tree.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -146,7 +147,13 @@ class ListeningService(Service):
         endpoint: IStreamServerEndpoint,
         site: Site,
         reactor: IReactorCore,
+        allowRemote: Callable[[], bool] = lambda: False,
     ):
+        """
+        @param allowRemote: Whether an address other hosts can reach may be
+            listened on (C{server.allow_remote}).
+        """
+        self._allowRemote = allowRemote
         self._description = description
         self._endpoint = endpoint
         self._site = site
@@ -177,7 +184,20 @@ class ListeningService(Service):
                 f"ccrouter: cannot listen on {self._description}:"
                 f" {outcome[0].getErrorMessage()}"
             )
-        self._port = outcome[0]
+        port = outcome[0]
+        # Checked on the bound address, so that endpoint strings without an
+        # interface (tcp:8080 means every interface) and sockets handed over
+        # by systemd are caught too.
+        exposed = exposedAddress(port.getHost())
+        if exposed is not None and not self._allowRemote():
+            port.stopListening()
+            raise exitAtStartup(
+                f"ccrouter: refusing to listen on {exposed} ({self._description}):"
+                " other machines could use your keys and login through it. Listen"
+                " on 127.0.0.1 or ::1, or set server.allow_remote: true together"
+                " with server.token_file"
+            )
+        self._port = port
 
     def _announce(self) -> None:
         if self._port is None:
@@ -204,6 +224,20 @@ class ListeningService(Service):
             return None
         port, self._port = self._port, None
         return port.stopListening()
+
+
+def exposedAddress(address: object) -> str | None:
+    """
+    The address, if other hosts can reach it: an IP address that is not a
+    loopback one (the wildcard C{0.0.0.0} and C{::} included).
+    """
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return None
+    try:
+        ip = ipaddress.ip_address(address.host.split("%", 1)[0])
+    except ValueError:
+        return address.host
+    return None if ip.is_loopback else address.host
 
 
 def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
@@ -276,7 +310,15 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
             raise exitAtStartup(
                 f"ccrouter: invalid listen endpoint {description!r}: {e}"
             ) from None
-        top.addListener(ListeningService(description, endpoint, site, reactor))
+        top.addListener(
+            ListeningService(
+                description,
+                endpoint,
+                site,
+                reactor,
+                allowRemote=lambda: live.config.server.allowRemote,
+            )
+        )
     return withLogObserver(top, stdoutObserverFor(options, reactor))
 
 

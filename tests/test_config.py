@@ -1044,3 +1044,32 @@ class ClientLimitsConfigTests(ConfigErrorCase):
             "server: {max_streams: 0}",
             "config.yaml:1: server.max_streams: must be between 1 and 100000",
         )
+
+
+class AllowRemoteConfigTests(ConfigErrorCase):
+    def test_needsToken(self) -> None:
+        """
+        S1: listening where other machines can reach ccrouter is only
+        allowed together with a token.
+        """
+        self.assertConfigError(
+            "server: {allow_remote: true}",
+            "config.yaml:1: server.allow_remote: needs server.token or"
+            " server.token_file: without a token, anyone who can reach the port"
+            " could use your keys",
+        )
+
+    def test_withToken(self) -> None:
+        config = parseConfig(
+            "server: {allow_remote: true, token: a-long-enough-local-token}",
+            "c.yaml",
+            {},
+        )
+        self.assertTrue(config.server.allowRemote)
+        self.assertFalse(parseConfig("{}", "c.yaml", {}).server.allowRemote)
+
+    def test_notABoolean(self) -> None:
+        self.assertConfigError(
+            "server: {allow_remote: yes please}",
+            "config.yaml:1: server.allow_remote: expected true or false, found a string",
+        )

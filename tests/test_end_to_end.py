@@ -1046,6 +1046,33 @@ class StartupTests(EndToEndCase):
             f" listen on 127.0.0.1:{port}: [Errno 98] Address already in use.",
         )
 
+    async def test_exposedListenRefused(self) -> None:
+        """
+        S1: an address other machines can reach (here the wildcard, which
+        is what C{tcp:PORT} without an interface means) is refused at start-up
+        with one line, and the port is not left open; with
+        C{server.allow_remote} and a token it is allowed.
+        """
+        for listen in ("tcp:0:interface=0.0.0.0", "tcp:0"):
+            process = await self.runTwistd("--listen", listen)
+            self.assertOneLineError(
+                process,
+                f"ccrouter: refusing to listen on 0.0.0.0 ({listen}): other machines"
+                " could use your keys and login through it. Listen on 127.0.0.1"
+                " or ::1, or set server.allow_remote: true together with"
+                " server.token_file",
+            )
+        config = self.writeConfig(
+            "server:\n"
+            "  allow_remote: true\n"
+            "  token: a-long-enough-local-token\n"
+            "  listen: ['tcp:0:interface=0.0.0.0']\n"
+        )
+        process = ProxyProcess(["--config", str(config)])
+        self.addCleanup(process.stop)
+        url = await process.start()
+        self.assertRegex(url, r"^http://0\.0\.0\.0:\d+$")
+
     async def test_twistRunner(self) -> None:
         """
         Twisted's newer runner, C{twist}, which never calls

@@ -235,3 +235,24 @@ class UpstreamEndpointTests(SynchronousTestCase):
     def test_httpsIsWrappedInTLS(self) -> None:
         endpoint = self.endpointFor(b"https://api.z.ai/api/anthropic")
         self.assertIsInstance(endpoint._wrappedEndpoint, HostnameEndpoint)  # type: ignore[attr-defined]
+
+
+class ExposedAddressTests(SynchronousTestCase):
+    def test_exposed(self) -> None:
+        """
+        S1: wildcard and routable addresses are exposed; loopback ones and
+        UNIX sockets are not.
+        """
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        from ccrouter.tap import exposedAddress
+
+        self.assertEqual(exposedAddress(IPv4Address("TCP", "0.0.0.0", 1)), "0.0.0.0")
+        self.assertEqual(exposedAddress(IPv6Address("TCP", "::", 1)), "::")
+        self.assertEqual(
+            exposedAddress(IPv4Address("TCP", "192.168.1.2", 1)), "192.168.1.2"
+        )
+        self.assertIsNone(exposedAddress(IPv4Address("TCP", "127.0.0.1", 1)))
+        self.assertIsNone(exposedAddress(IPv4Address("TCP", "127.3.4.5", 1)))
+        self.assertIsNone(exposedAddress(IPv6Address("TCP", "::1", 1)))
+        self.assertIsNone(exposedAddress(UNIXAddress(b"/tmp/s")))
