@@ -288,8 +288,13 @@ def _checkContentType(method: bytes, headers: Headers) -> ProxyError | None:
 
 
 def _hasBody(method: bytes, headers: Headers) -> bool:
-    if method in _BODY_METHODS or headers.hasHeader(b"transfer-encoding"):
+    if headers.hasHeader(b"transfer-encoding"):
         return True
+    lengths = headers.getRawHeaders(b"content-length", [])
+    if not lengths:
+        # No framing: an HTTP/1.1 request without a length has no body, but
+        # a body-carrying method is held to the JSON rule all the same.
+        return method in _BODY_METHODS
     for length in headers.getRawHeaders(b"content-length", []):
         try:
             if int(length) != 0:

@@ -625,12 +625,21 @@ class _Exchange:
         original = response.original
         assert isinstance(original, _UndecodedResponse)
         headers = clientResponseHeaders(original.upstreamHeaders)
+        encoding = _firstHeader(original.upstreamHeaders, "content-encoding")
+        # Only gzip is read through; a body in another coding could be
+        # neither searched for the key nor relayed without its header.
+        unreadable = encoding is not None and encoding.strip().lower() not in (
+            "",
+            "identity",
+            "gzip",
+            "x-gzip",
+        )
 
         def answer(body: bytes | None) -> None:
             self._errorBody = None
             if self._clientGone:
                 return
-            if body is None:
+            if body is None or unreadable:
                 error = errorForStatus(
                     response.code,
                     f"upstream {self._upstream.name} answered HTTP {response.code}",

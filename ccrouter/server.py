@@ -32,6 +32,7 @@ from ccrouter.errors import (
     requestTooLarge,
     tooManyConnections,
 )
+from ccrouter.guard import checkRequest
 
 #: The longest request line (method, target and version, without CRLF).
 MAX_REQUEST_LINE = 8192
@@ -43,9 +44,13 @@ MAX_HEADER_FIELDS = 100
 
 _REASONS = {
     400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
+    415: b"Unsupported Media Type",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
@@ -199,7 +204,9 @@ class ProxyChannel(HTTPChannel):
         seconds = self.site.settings().limits.bodyIdle
         self.refuse(requestTimeout(f"the request body stalled for {seconds:g} s"))
 
-    def refuse(self, error: ProxyError) -> None:
+    def refuse(
+        self, error: ProxyError, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
         """
         Answer C{error} on the connection and close it; nothing the client
         sends afterwards is parsed.  Only for requests the resource has not
@@ -208,13 +215,15 @@ class ProxyChannel(HTTPChannel):
         if self.phase is Phase.CLOSING:
             return
         body = error.body()
+        extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
         assert self.transport is not None
         self.transport.write(
             b"HTTP/1.1 %d %s\r\n"
             b"Content-Type: application/json\r\n"
             b"Content-Length: %d\r\n"
+            b"%s"
             b"Connection: close\r\n\r\n"
-            % (error.status, _REASONS.get(error.status, b"Error"), len(body))
+            % (error.status, _REASONS.get(error.status, b"Error"), len(body), extra)
             + body
         )
         self._close()
@@ -322,10 +331,27 @@ class ProxyChannel(HTTPChannel):
         return bool(super().headerReceived(line))
 
     def allHeadersReceived(self) -> None:
-        limit = self.site.settings().maxBodyBytes
+        settings = self.site.settings()
+        limit = settings.maxBodyBytes
         if self.length is not None and self.length > limit:
             self.refuse(requestTooLarge(limit))
             return
+        if self.length != 0:
+            # A request the guard refuses must not get to make ccrouter hold
+            # its body first: every check needs the headers only.
+            refusal = checkRequest(
+                self._command,
+                self._path,
+                self.requests[-1].requestHeaders,
+                settings.allowedHosts,
+                settings.allowedOrigins,
+                settings.token,
+            )
+            if refusal is not None:
+                self.refuse(
+                    refusal.error, ((b"x-should-retry", b"false"), *refusal.headers)
+                )
+                return
         if self.length != 0:
             self._enter(Phase.BODY)
         super().allHeadersReceived()

@@ -146,12 +146,38 @@ class BodyLimitTests(ServerHarness):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.recorder.bodies, [])
 
+    def test_guardBeforeTheBody(self) -> None:
+        """
+        H8, S2, S4: a request the guard refuses is answered as soon as its
+        headers are in, before C{100 Continue} and before its body is held
+        in memory, so a refused client cannot make ccrouter buffer up to the
+        body limit on each of its connections.
+        """
+        for headers, status in [
+            (b"Host: attacker.example\r\nContent-Type: application/json\r\n", 403),
+            (b"Host: 127.0.0.1\r\nContent-Type: text/plain\r\n", 415),
+            (
+                b"Host: 127.0.0.1\r\nOrigin: https://evil.example\r\n"
+                b"Content-Type: application/json\r\n",
+                403,
+            ),
+        ]:
+            head, _, transport = self.response(
+                b"POST /v1/messages HTTP/1.1\r\n" + headers + b"Expect: 100-continue"
+                b"\r\nContent-Length: 900\r\n\r\n"
+            )
+            self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), head)
+            self.assertIn(b"x-should-retry: false", head)
+            self.assertNotIn(b"100 Continue", transport.value())
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(self.recorder.bodies, [])
+
     def test_bodyAfterRefusalIgnored(self) -> None:
         """
         H8, H1: body bytes that arrive after the refusal are dropped unparsed.
         """
         head, _, transport = self.response(
-            b"POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n"
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
             + b"GET /smuggled HTTP/1.1\r\n\r\n" * 100
         )
         self.assertTrue(head.startswith(b"HTTP/1.1 413 "))
@@ -165,7 +191,7 @@ class BodyLimitTests(ServerHarness):
         """
         chunk = b"%x\r\n%s\r\n" % (600, b"a" * 600)
         head, _, transport = self.response(
-            b"POST /v1/messages HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
             + chunk * 2
             + b"0\r\n\r\n"
         )
@@ -191,7 +217,7 @@ class BodyLimitTests(ServerHarness):
 
         channel, _ = self.connect(Inspector())
         channel.dataReceived(
-            b"POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 200000\r\n\r\n"
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n"
             + b"c" * 200_000
         )
         [content] = contents
@@ -202,7 +228,7 @@ class BodyLimitTests(ServerHarness):
         H8: a body of exactly the limit is dispatched.
         """
         head, _body, _ = self.response(
-            b"POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n"
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
             + b"b" * 1000
         )
         self.assertTrue(head.startswith(b"HTTP/1.1 200 "))
@@ -232,6 +258,8 @@ class GuardTests(ServerHarness):
         clock = MemoryReactorClock()
         live = LiveState(self.config, now=clock.seconds, wallNow=clock.seconds)
         channel, transport = self.connect(resourceTree(live, agentFor, clock))
+        # The channel's early guard reads the same live settings as the tree.
+        self.site.settings = lambda: live.config.server
         channel.dataReceived(request)
         head, _, body = transport.value().partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -445,7 +473,7 @@ class HeaderLimitTests(ChannelHarness):
         Anthropic's shape and closes the connection.
         """
         self.channel.dataReceived(
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
             b"Content-Length: 2\r\n\r\n{}"
         )
         self.assertRefused(self.transport, 400, "invalid_request_error")
@@ -530,7 +558,10 @@ class HeaderDeadlineTests(ChannelHarness):
 
 
 class BodyDeadlineTests(ChannelHarness):
-    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
+    head = (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
 
     def test_bodyIdle(self) -> None:
         """
@@ -567,7 +598,7 @@ class BodyDeadlineTests(ChannelHarness):
         H10: the same for a chunked body.
         """
         self.channel.dataReceived(
-            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n"
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n"
         )
         self.clock.advance(30)
         self.assertRefused(self.transport, 408)
@@ -689,7 +720,7 @@ class ConnectionCapTests(ChannelHarness):
         channels[0][0].dataReceived(get(b"/hold"))
         channels[1][0].dataReceived(get(b"/hold"))
         channels[2][0].dataReceived(
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n"
         )
         newcomer, newTransport = self.open()
         error = self.assertRefused(newTransport, 503, "overloaded_error")
