@@ -59,6 +59,10 @@ class OptionsTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def service(self, *arguments: str) -> tuple[IServiceCollection, MemoryReactorClock]:
+        import ccrouter.tap
+
+        # MemoryReactor's ports report 0.0.0.0 whatever they were given.
+        self.patch(ccrouter.tap, "exposedAddress", lambda address: None)
         reactor = MemoryReactorClock()
         service = makeService(parse(*arguments), reactor=reactor)
         assert IServiceCollection.providedBy(service)
