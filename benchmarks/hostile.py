@@ -2,8 +2,9 @@
 Hostile load (issue 6, reliability.md L6): a legitimate stream through a
 real C{twistd -n ccrouter}, alone (the baseline: half before the attack,
 half after it), and while 500 slowloris connections, 1000 idle connections
-and 20 parallel oversized uploads hit the proxy from another process.  Run
-from the repository root::
+and 20 parallel oversized uploads hit the proxy from another process.
+
+For example::
 
     python benchmarks/hostile.py                   # 15 s per phase
     python benchmarks/hostile.py --phase 10        # the CI length

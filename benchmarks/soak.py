@@ -2,8 +2,9 @@
 Soak (reliability.md L4) and chaos soak (L5, C{--chaos}): many concurrent
 streams through a real C{twistd -n ccrouter} to a mock upstream in another
 process, for a long time, verifying every byte of every stream and sampling
-the proxy's RSS, descriptors and CPU time once a second.  Run from the
-repository root::
+the proxy's RSS, descriptors and CPU time once a second.
+
+For example::
 
     python benchmarks/soak.py                        # 50 streams, 30 minutes
     python benchmarks/soak.py --duration 60          # the CI length

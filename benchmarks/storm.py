@@ -2,7 +2,9 @@
 Cancellation storm (reliability.md L7): many streams through a real
 C{twistd -n ccrouter}, each hung up by the client at a random point in its
 first seconds (half with a FIN, half with an RST), the way Claude Code
-drops a request when the user presses Esc.  Run from the repository root::
+drops a request when the user presses Esc.
+
+For example::
 
     python benchmarks/storm.py                     # 1000 streams, 50 at a time
     python benchmarks/storm.py --streams 200       # the CI size
