@@ -111,6 +111,52 @@ def twistdCommand() -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+def _spawnModule(
+    module: str, arguments: list[str], directory: Path, cpu: int | None
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """
+    Start C{python -m benchmarks.<name>} pinned to C{cpu}, its standard
+    error in C{<name>.log}; it reports on standard output, one JSON line at
+    a time.
+    """
+    name = module.rsplit(".", 1)[-1]
+    stderr = open(directory / f"{name}.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *arguments],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=childEnvironment(directory),
+        cwd=REPOSITORY,
+        preexec_fn=_childSetup(cpu, 65536),
+    )
+    return process, stderr
+
+
+async def _readLine(
+    process: subprocess.Popen[bytes],
+    directory: Path,
+    name: str,
+    problem: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """
+    The next JSON line a child started by L{_spawnModule} reports.
+    """
+    assert process.stdout is not None
+    loop = asyncio.get_running_loop()
+    line = await asyncio.wait_for(
+        loop.run_in_executor(None, process.stdout.readline), timeout
+    )
+    if not line:
+        raise RuntimeError(
+            f"the {name} process {problem}:\n"
+            + (directory / f"{name}.log").read_text(errors="replace")
+        )
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
 async def _stop(process: subprocess.Popen[bytes], grace: float) -> int | None:
     """
     SIGTERM, then SIGKILL after C{grace} seconds; the exit code (negative
@@ -262,27 +308,12 @@ class MockChild:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 30) -> None:
-        self._stderr = open(self.directory / "mock.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.mock", *self._arguments],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=childEnvironment(self.directory),
-            cwd=REPOSITORY,
-            preexec_fn=_childSetup(self._cpu, 65536),
+        self.process, self._stderr = _spawnModule(
+            "benchmarks.mock", self._arguments, self.directory, self._cpu
         )
-        assert self.process.stdout is not None
-        loop = asyncio.get_running_loop()
-        line = await asyncio.wait_for(
-            loop.run_in_executor(None, self.process.stdout.readline), timeout
+        ports = await _readLine(
+            self.process, self.directory, "mock", "did not start", timeout
         )
-        if not line:
-            raise RuntimeError(
-                "the mock upstream did not start:\n"
-                + (self.directory / "mock.log").read_text(errors="replace")
-            )
-        ports = json.loads(line)
         self.port = int(ports["upstream"])
         self.controlPort = int(ports["control"])
 
@@ -306,29 +337,14 @@ class AttackChild:
         self.process: subprocess.Popen[bytes] | None = None
 
     async def _line(self, timeout: float) -> dict[str, Any]:
-        assert self.process is not None and self.process.stdout is not None
-        loop = asyncio.get_running_loop()
-        line = await asyncio.wait_for(
-            loop.run_in_executor(None, self.process.stdout.readline), timeout
+        assert self.process is not None
+        return await _readLine(
+            self.process, self.directory, "attack", "ended early", timeout
         )
-        if not line:
-            raise RuntimeError(
-                "the attack process ended early:\n"
-                + (self.directory / "attack.log").read_text(errors="replace")
-            )
-        result: dict[str, Any] = json.loads(line)
-        return result
 
     async def start(self, timeout: float = 60) -> dict[str, Any]:
-        self._stderr = open(self.directory / "attack.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.attack", *self._arguments],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=childEnvironment(self.directory),
-            cwd=REPOSITORY,
-            preexec_fn=_childSetup(self._cpu, 65536),
+        self.process, self._stderr = _spawnModule(
+            "benchmarks.attack", self._arguments, self.directory, self._cpu
         )
         return await self._line(timeout)
 

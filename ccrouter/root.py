@@ -33,13 +33,17 @@ class RootResource(Resource):
 
     def render(self, request: Request) -> int | bytes:
         server = self._live.config.server
-        refusal = checkRequest(
-            request.method,
-            request.uri,
-            request.requestHeaders,
-            server.allowedHosts,
-            server.allowedOrigins,
-            server.token,
+        refusal = (
+            None
+            if getattr(request, "guarded", False)
+            else checkRequest(
+                request.method,
+                request.uri,
+                request.requestHeaders,
+                server.allowedHosts,
+                server.allowedOrigins,
+                server.token,
+            )
         )
         if refusal is not None:
             # The same request would be refused again: without this, Claude

@@ -80,6 +80,9 @@ class ProxyRequest(Request):
     """
 
     channel: ProxyChannel
+    #: Whether the channel already ran the request guard on the headers,
+    #: which the resource tree then need not repeat.
+    guarded = False
 
     def gotLength(self, length: int | None) -> None:
         # Twisted spools bodies of 100 kB and more (a normal Claude Code turn)
@@ -352,7 +355,7 @@ class ProxyChannel(HTTPChannel):
                     refusal.error, ((b"x-should-retry", b"false"), *refusal.headers)
                 )
                 return
-        if self.length != 0:
+            self.requests[-1].guarded = True
             self._enter(Phase.BODY)
         super().allHeadersReceived()
 

@@ -302,7 +302,8 @@ class FailoverTests(FailoverHarness):
     def test_streamBrokenAfterFirstByteIsFinal(self) -> None:
         """
         F6: once the stream has started, a break is not failed over (the client
-        has bytes) but counts against the target.
+        has bytes) but counts against the target, as a failure and not as a
+        timeout.
         """
         d = self.post(message("claude-sonnet-4-5", stream=True))
         zaiRequest = self.zai.requests[0]
@@ -317,7 +318,10 @@ class FailoverTests(FailoverHarness):
         self.successResultOf(reader.done)
         self.assertIn(b"event: error", reader.events[-1])
         self.assertEqual(self.anthropic.requests, [])
-        self.assertEqual(self.report("glm").consecutiveFailures, 1)
+        report = self.report("glm")
+        self.assertEqual(
+            (report.consecutiveTimeouts, report.consecutiveFailures), (0, 1)
+        )
 
     def test_completeStreamIsASuccess(self) -> None:
         self.failGlm(2)
