@@ -82,6 +82,12 @@ def parseArguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upload-gap", type=float, default=0.5, help="seconds")
     parser.add_argument("--connect-rate", type=float, default=500, help="per second")
     parser.add_argument("--max-p99-ratio", type=float, default=2)
+    parser.add_argument(
+        "--p99-floor",
+        type=float,
+        default=2,
+        help="ms the attack may add to the legit p99 whatever the ratio",
+    )
     parser.add_argument("--max-rss-growth", type=float, default=32, help="MiB")
     parser.add_argument("--max-upload-answer", type=float, default=1000, help="ms")
     parser.add_argument("--fd-slack", type=int, default=5)
@@ -203,7 +209,13 @@ async def hostile(arguments: argparse.Namespace) -> int:
     baseline = before.latencies + after.latencies
     base = latencyFigures(baseline)
     hit = latencyFigures(underAttack.latencies)
-    ratio = percentile(underAttack.latencies, 0.99) / percentile(baseline, 0.99)
+    baseP99 = percentile(baseline, 0.99) / 1e6
+    hitP99 = percentile(underAttack.latencies, 0.99) / 1e6
+    ratio = hitP99 / baseP99
+    # On a quiet machine the baseline p99 is about 1 ms, and a ratio of two
+    # such figures measures scheduler noise and accept bursts more than the
+    # proxy: below the floor, the added time is what a user could notice.
+    allowedP99 = max(arguments.max_p99_ratio * baseP99, baseP99 + arguments.p99_floor)
     uploads = attack["uploads"]
     statuses = uploads["statuses"]
     checks = [
@@ -226,7 +238,12 @@ async def hostile(arguments: argparse.Namespace) -> int:
             describe(underAttack),
             "complete",
         ),
-        atMost("p99_ratio", ratio, arguments.max_p99_ratio, "x"),
+        Check(
+            "p99_ratio",
+            hitP99 <= allowedP99,
+            round(ratio, 3),
+            f"<= {arguments.max_p99_ratio}x, or <= {arguments.p99_floor} ms added",
+        ),
         atMost(
             "rss_growth_mib",
             (rssPeak - rssBefore) / MiB,

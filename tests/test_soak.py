@@ -114,10 +114,13 @@ class HostileTests(LoadScriptCase):
         L6: 500 slowloris connections, 1000 idle connections and 20 parallel
         oversized uploads at once: the legitimate stream still completes
         byte for byte, its per-event latency p99 stays within 2x the
-        baseline, RSS grows <= 32 MiB, every upload is refused before its
+        baseline (or adds at most 2 ms: see the README), RSS grows <= 32 MiB, every upload is refused before its
         body is read, descriptors return to the baseline.
         """
-        summary = await self.runScript("hostile.py", ["--phase", "10"], 120)
+        # 200 events/s gives the p99 2 000 samples under attack, not 500.
+        summary = await self.runScript(
+            "hostile.py", ["--phase", "10", "--rate", "200"], 120
+        )
         self.assertChecks(
             summary,
             {
