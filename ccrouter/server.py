@@ -16,7 +16,12 @@ from collections.abc import Callable, Iterable
 from io import BytesIO
 from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
@@ -41,6 +46,14 @@ MAX_REQUEST_LINE = 8192
 MAX_HEADER_BYTES = 16384
 #: Header fields in one request.
 MAX_HEADER_FIELDS = 100
+#: After refusing a request, how long to go on reading (and discarding) what
+#: the client still sends: closing a socket with unread bytes makes the kernel
+#: send a reset, which can reach the client before the refusal does (an
+#: oversized upload then sees a connection error, and retries, instead of its
+#: 413).  Reading stops after this long without a byte...
+LINGER_IDLE = 2.0
+#: ...or this long after the refusal, whichever comes first.
+LINGER_TOTAL = 10.0
 
 _REASONS = {
     400: b"Bad Request",
@@ -136,6 +149,8 @@ class ProxyChannel(HTTPChannel):
     _timer: IDelayedCall | None = None
     _bodyIdle: IDelayedCall | None = None
     _abortCall: IDelayedCall | None = None
+    _lingerCall: IDelayedCall | None = None
+    _lingerUntil = 0.0
     _sawRequestLine = False
     _headerBytes = 0
     _headerFields = 0
@@ -153,9 +168,11 @@ class ProxyChannel(HTTPChannel):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self.phase = Phase.CLOSING
         self._cancelTimers()
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
-        self._abortCall = None
+        for call in (self._abortCall, self._lingerCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._abortCall = self._lingerCall = None
+        self.site.stopLingering(self)
         if self._registered:
             self.site.forget(self)
             self._registered = False
@@ -212,8 +229,10 @@ class ProxyChannel(HTTPChannel):
     ) -> None:
         """
         Answer C{error} on the connection and close it; nothing the client
-        sends afterwards is parsed.  Only for requests the resource has not
-        seen: the response goes straight to the transport.
+        sends afterwards is parsed, but it is read and discarded for a while
+        (see L{LINGER_IDLE}) so that the answer is not lost to a reset.
+        Only for requests the resource has not seen: the response goes
+        straight to the transport.
         """
         if self.phase is Phase.CLOSING:
             return
@@ -229,17 +248,55 @@ class ProxyChannel(HTTPChannel):
             % (error.status, _REASONS.get(error.status, b"Error"), len(body), extra)
             + body
         )
-        self._close()
+        self._close(linger=True)
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
         if self.phase is Phase.CLOSING:
             return
         self._cancelTimers()
         self.phase = Phase.CLOSING
-        self.loseConnection()
+        if not (linger and self._startLingering()):
+            self.loseConnection()
+        self._armAbort()
+
+    def _armAbort(self) -> None:
         # A client that does not read would keep the answer, and with it the
         # connection, in the send buffer for ever.
         self._abortCall = self.site.reactor.callLater(self.abortTimeout, self._abort)
+
+    def _startLingering(self) -> bool:
+        """
+        Close the sending side once the answer is out, and keep reading.
+
+        @return: Whether the connection lingers: not on a transport that
+            cannot half-close (TLS), nor while too many others do already.
+        """
+        if not hasattr(self.transport, "loseWriteConnection"):
+            return False
+        if not self.site.startLingering(self):
+            return False
+        # The channel stops being the transport's producer: a full send
+        # buffer must not pause the reading that keeps the reset away.
+        self._networkProducer.resumeProducing()
+        cast(IConsumer, self.transport).unregisterProducer()
+        cast(ITCPTransport, self.transport).loseWriteConnection()
+        clock = self.site.reactor
+        self._lingerUntil = clock.seconds() + LINGER_TOTAL
+        self._lingerCall = clock.callLater(LINGER_IDLE, self._stopLingering)
+        return True
+
+    def _keepLingering(self) -> None:
+        call = self._lingerCall
+        if call is not None and call.active():
+            left = self._lingerUntil - self.site.reactor.seconds()
+            call.reset(max(0.0, min(LINGER_IDLE, left)))
+
+    def _stopLingering(self) -> None:
+        self._lingerCall = None
+        self.site.stopLingering(self)
+        # Not self.loseConnection: the channel is no producer to unregister.
+        assert self.transport is not None
+        self.transport.loseConnection()
 
     def _abort(self) -> None:
         self._abortCall = None
@@ -271,6 +328,7 @@ class ProxyChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self.phase is Phase.CLOSING:
+            self._keepLingering()
             return
         if self.phase is Phase.IDLE and data:
             self._enter(Phase.HEADERS)
@@ -376,6 +434,7 @@ class ProxyChannel(HTTPChannel):
             self._cancelTimers()
             self.phase = Phase.CLOSING
             super().requestDone(request)
+            self._armAbort()
             return
         # Before Twisted replays the bytes read after this request, which may
         # start (and even finish) the next one.
@@ -440,6 +499,7 @@ class ProxySite(Site):
         self.keepAlive = True
         # Insertion-ordered: the oldest connection first.
         self._channels: dict[ProxyChannel, None] = {}
+        self._lingering: set[ProxyChannel] = set()
 
     @property
     def openConnections(self) -> int:
@@ -460,6 +520,20 @@ class ProxySite(Site):
 
     def forget(self, channel: ProxyChannel) -> None:
         self._channels.pop(channel, None)
+
+    def startLingering(self, channel: ProxyChannel) -> bool:
+        """
+        Let C{channel} linger after its refusal, unless as many connections
+        as may be open already do (a flood of refused uploads must not hold
+        descriptors for the whole linger time).
+        """
+        if len(self._lingering) >= self.settings().limits.maxConnections:
+            return False
+        self._lingering.add(channel)
+        return True
+
+    def stopLingering(self, channel: ProxyChannel) -> None:
+        self._lingering.discard(channel)
 
     def makeRoom(self, newcomer: ProxyChannel) -> bool:
         """

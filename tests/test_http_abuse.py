@@ -7,13 +7,15 @@ upstream that records the raw bytes it receives.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from attrs import evolve
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -326,6 +328,92 @@ class SmugglingTests(AbuseCase):
         for request in requests:
             error = await self.assertRefused(request, 400)
             self.assertEqual(error, CHANNEL_400, request)
+
+
+def uploadThenRead(port: int, head: bytes, body: Iterable[bytes]) -> tuple[bytes, str]:
+    """
+    Do what blocking HTTP clients do: write the whole request, then read the
+    response to the end.  Returns what was read and the socket errors met
+    on the way (none, if all went well).
+    """
+    problems = []
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        try:
+            client.sendall(head)
+            for piece in body:
+                client.sendall(piece)
+        except OSError as failure:
+            problems.append(f"sending: {failure!r}")
+        try:
+            while data := client.recv(65536):
+                received += data
+        except OSError as failure:
+            problems.append(f"reading: {failure!r}")
+    return received, "; ".join(problems)
+
+
+class UploadRefusalTests(AbuseCase):
+    """
+    A refused upload's client must read its answer: closing with the rest of
+    the body unread makes the kernel reset the connection, and a reset can
+    overtake the answer (before ccrouter lingered, about a third of oversized
+    uploads saw a connection error, and retried, instead of their 413).
+    """
+
+    piece = b"x" * 65536
+
+    async def assertUploadRefused(
+        self, head: bytes, body: Iterable[bytes], status: int
+    ) -> None:
+        received, problems = await threads.deferToThread(
+            uploadThenRead, self.port, head, body
+        )
+        self.assertEqual(problems, "")
+        found, rest = parseResponses(received)
+        self.assertEqual((len(found), rest), (1, b""), received[:300])
+        self.assertEqual(found[0][0], status)
+        self.assertUpstreamUntouched()
+
+    async def test_declaredOversizedUpload(self) -> None:
+        """
+        H8: a client that declares 33 MiB and writes all of it before
+        reading gets its whole 413, then EOF, and no reset.
+        """
+        size = 33 * 1024 * 1024
+        await self.assertUploadRefused(
+            post(b"Content-Length: %d\r\n" % size, b""),
+            (self.piece for _ in range(size // len(self.piece))),
+            413,
+        )
+
+    async def test_chunkedOversizedUpload(self) -> None:
+        """
+        H8: a chunked upload cut off at the limit: its client writes the
+        rest (40 MiB in all) and still reads the 413.
+        """
+        chunk = chunked(self.piece)[: -len(b"0\r\n\r\n")]
+        count = 40 * 1024 * 1024 // len(self.piece)
+        await self.assertUploadRefused(
+            post(b"Transfer-Encoding: chunked\r\n", b""),
+            itertools.chain((chunk for _ in range(count)), [b"0\r\n\r\n"]),
+            413,
+        )
+
+    async def test_guardRefusalWithBody(self) -> None:
+        """
+        H8, S4: a request the guard refuses at its headers (here a
+        foreign Host) gets its 403 even though its 8 MiB body follows.
+        """
+        size = 8 * 1024 * 1024
+        head = post(
+            b"Content-Length: %d\r\n" % size,
+            b"",
+            head=HEAD.replace(b"Host: 127.0.0.1", b"Host: attacker.example"),
+        )
+        await self.assertUploadRefused(
+            head, (self.piece for _ in range(size // len(self.piece))), 403
+        )
 
 
 class LimitTests(AbuseCase):

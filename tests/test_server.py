@@ -25,6 +25,8 @@ from ccrouter.root import resourceTree
 from ccrouter.server import (
     MAX_HEADER_BYTES,
     MAX_HEADER_FIELDS,
+    LINGER_IDLE,
+    LINGER_TOTAL,
     MAX_REQUEST_LINE,
     Phase,
     ProxyChannel,
@@ -88,9 +90,22 @@ def responses(transport: StringTransport) -> list[tuple[int, bytes, dict[str, st
     return found
 
 
+class HalfClosingTransport(StringTransport):
+    """
+    A L{StringTransport} that can close its sending side, as TCP and UNIX
+    transports can.
+    """
+
+    writeClosed = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+
 class ServerHarness(SynchronousTestCase):
     limit = 1000
     limits = ClientLimits()
+    transportFactory: type[StringTransport] = StringTransport
 
     def settings(self) -> ServerSettings:
         return ServerSettings(
@@ -108,7 +123,7 @@ class ServerHarness(SynchronousTestCase):
         """
         channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         assert isinstance(channel, ProxyChannel)
-        transport = StringTransport()
+        transport = self.transportFactory()
         channel.makeConnection(transport)
         return channel, transport
 
@@ -660,6 +675,108 @@ class KeepAliveTests(ChannelHarness):
         self.assertFalse(self.transport.disconnected)
         self.clock.advance(self.channel.abortTimeout)
         self.assertTrue(self.transport.disconnected)
+
+    def test_abortAfterConnectionClose(self) -> None:
+        """
+        H12: a C{Connection: close} request's connection closes after its
+        response, and is aborted if its client never reads the end.
+        """
+        self.channel.dataReceived(get(extra=b"Connection: close\r\n"))
+        [(status, _, _)] = responses(self.transport)
+        self.assertEqual(status, 200)
+        self.assertTrue(self.transport.disconnecting)
+        self.clock.advance(self.channel.abortTimeout - 0.01)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(0.01)
+        self.assertTrue(self.transport.disconnected)
+
+
+class LingerTests(ChannelHarness):
+    transportFactory = HalfClosingTransport
+    limits = ClientLimits(maxConnections=2)
+    oversized = (
+        b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    )
+
+    def refused(self) -> tuple[ProxyChannel, HalfClosingTransport]:
+        channel, transport = self.open()
+        assert isinstance(transport, HalfClosingTransport)
+        channel.dataReceived(self.oversized + b"x" * 100)
+        self.assertEqual(responses(transport)[0][0], 413)
+        return channel, transport
+
+    def test_refusalLingers(self) -> None:
+        """
+        H8: after a refusal the sending side closes once the answer is out,
+        and the rest of the upload is read and dropped, unparsed, while it
+        keeps coming, for at most L{LINGER_TOTAL}; closing with it unread
+        would reset the connection before the client has read its 413.
+        """
+        channel, transport = self.refused()
+        self.assertTrue(transport.writeClosed)
+        self.assertFalse(transport.disconnecting)
+        answer = transport.value()
+        fed = 0.0
+        while fed + LINGER_IDLE * 0.9 < LINGER_TOTAL - 0.1:
+            self.clock.advance(LINGER_IDLE * 0.9)
+            fed += LINGER_IDLE * 0.9
+            channel.dataReceived(b"GET /smuggled HTTP/1.1\r\n\r\n" + b"x" * 1000)
+            self.assertFalse(transport.disconnecting, fed)
+        self.clock.advance(LINGER_TOTAL - fed)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), answer)
+        self.assertEqual(self.recorder.bodies, [])
+
+    def test_quietClientClosedSooner(self) -> None:
+        """
+        H8: a client that sends nothing more after the refusal is closed
+        L{LINGER_IDLE} later.
+        """
+        _, transport = self.refused()
+        self.clock.advance(LINGER_IDLE - 0.01)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.01)
+        self.assertTrue(transport.disconnecting)
+
+    def test_lingeringIsCapped(self) -> None:
+        """
+        H8, H12: no more connections linger than may be open (here 2); a
+        refusal past that closes at once, and a lingering connection that
+        goes frees its place.
+        """
+        first, firstTransport = self.refused()
+        _, secondTransport = self.refused()
+        _, thirdTransport = self.refused()
+        self.assertEqual(
+            [t.writeClosed for t in (firstTransport, secondTransport, thirdTransport)],
+            [True, True, False],
+        )
+        self.assertTrue(thirdTransport.disconnecting)
+        self.lost(first)
+        _, fourthTransport = self.refused()
+        self.assertTrue(fourthTransport.writeClosed)
+
+    def test_idleCloseDoesNotLinger(self) -> None:
+        """
+        H12: an idle keep-alive connection has nothing unread to wait for;
+        it closes outright.
+        """
+        self.clock.advance(75)
+        assert isinstance(self.transport, HalfClosingTransport)
+        self.assertFalse(self.transport.writeClosed)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_lingeringAborted(self) -> None:
+        """
+        H8: a lingering client that never reads its answer is aborted after
+        Twisted's abort timeout.
+        """
+        _, transport = self.refused()
+        self.clock.advance(self.channel.abortTimeout - 0.01)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.01)
+        self.assertTrue(transport.disconnected)
 
 
 class ConnectionCapTests(ChannelHarness):
