@@ -25,6 +25,7 @@ from ccrouter.config import ClientLimits, Upstream
 from ccrouter.drain import STOPPED
 from ccrouter.errors import ProxyError, upstreamUnavailable
 from ccrouter.failures import describeBrokenBody, describeIdleTimeout
+from ccrouter.sendqueue import unsentBytes
 from ccrouter.sse import EventBoundary, EventNames
 from ccrouter.translate.stream import StreamTranslator
 
@@ -42,7 +43,8 @@ class ResponseRelay(Protocol):
     back by the client is not the upstream's silence.  A client that reads
     nothing for C{writeStall} seconds is the one cut: its connection is
     aborted and the upstream's closed, with nothing counted against the
-    upstream.  A body that breaks off ends in a way the client can see: an
+    upstream; a client whose connection takes bytes, however slowly, is
+    reading (see L{unsentBytes}).  A body that breaks off ends in a way the client can see: an
     SSE C{error} event when the stream is between events (and not framed by
     a Content-Length), otherwise an aborted connection, never a clean end
     on a truncated body.
@@ -64,12 +66,16 @@ class ResponseRelay(Protocol):
         onEnd: Callable[[Outcome], None] = lambda outcome: None,
         expectMessageStop: bool = False,
         writeStall: float = ClientLimits().writeStall,
+        unsent: Callable[[], int | None] | None = None,
     ) -> None:
         """
         @param expectMessageStop: Whether the body is an Anthropic Messages
             stream, which must end with C{message_stop}.
         @param writeStall: How long the client may hold the stream back
             (read nothing) before both connections are cut.
+        @param unsent: Returns how many written bytes the client has yet to
+            take, or L{None} if that is unknown; by default, measured on the
+            client's connection.
         """
         self._request = request
         self._upstream = upstream
@@ -82,6 +88,10 @@ class ResponseRelay(Protocol):
         self._idleCall: IDelayedCall | None = None
         self._idleExpired = False
         self._stallCall: IDelayedCall | None = None
+        self._unsent = unsent or (
+            lambda: unsentBytes(getattr(request.channel, "transport", None))
+        )
+        self._unsentWhenTimed: int | None = None
         self._clientGone = False
         self._ended = False
         self.bytesRelayed = 0
@@ -163,6 +173,7 @@ class ResponseRelay(Protocol):
     def _startStallTimer(self) -> None:
         if self._ended or self._clientGone or self._stallCall is not None:
             return
+        self._unsentWhenTimed = self._unsent()
         self._stallCall = self._clock.callLater(self._writeStall, self._clientStalled)
 
     def _cancelStallTimer(self) -> None:
@@ -176,11 +187,19 @@ class ResponseRelay(Protocol):
 
     def _clientStalled(self) -> None:
         """
-        The client has read nothing for the write-stall limit: it is the
-        one at fault, so it is cut and the upstream closed, as when a
-        client goes away.
+        The client has not drained its connection for the write-stall
+        limit.  If it has read nothing either, it is the one at fault, so it
+        is cut and the upstream closed, as when a client goes away; a client
+        that read something, however little, gets another period.
         """
         self._stallCall = None
+        before, now = self._unsentWhenTimed, self._unsent()
+        if before is not None and now is not None and now < before:
+            self._unsentWhenTimed = now
+            self._stallCall = self._clock.callLater(
+                self._writeStall, self._clientStalled
+            )
+            return
         self._log.warn(
             "the client read nothing for {seconds:g} s"
             " (server.client_timeouts.write_stall): closing its connection"

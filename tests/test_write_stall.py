@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -44,6 +45,34 @@ from tests.test_translating_relay import (
 
 #: The write stall used in these tests, in seconds.
 STALL = 60.0
+
+
+def trickle(port: int, seconds: float) -> tuple[int, str]:
+    """
+    Ask for an endless body and read it 4 KiB every 0.1 s for C{seconds},
+    through a small receive buffer; then check the connection still
+    delivers.  Returns the bytes read and what went wrong, if anything.
+    """
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(10)
+        client.connect(("127.0.0.1", port))
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = 0
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                data = client.recv(4096)
+                if not data:
+                    return received, "the proxy closed the connection"
+                received += len(data)
+                # The reading pace under test, not a synchronisation.
+                time.sleep(0.1)
+            if not client.recv(4096):
+                return received, "the proxy closed the connection"
+        except OSError as failure:
+            return received, repr(failure)
+    return received, ""
 
 
 class RelayStallTests(SynchronousTestCase):
@@ -147,6 +176,52 @@ class RelayStallTests(SynchronousTestCase):
         self.assertTrue(self.request.finished)
         self.assertEqual(self.outcomes, [SUCCEEDED])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_slowReaderGetsAnotherPeriod(self) -> None:
+        """
+        H11: a client that holds the stream back but takes some bytes within
+        each period (its connection's unsent bytes drop) is not cut; the
+        first period in which it takes nothing cuts it.
+        """
+        readings = iter([90_000, 89_000, 80_000, 80_000])
+        relay = ResponseRelay(
+            self.request,  # type: ignore[arg-type]
+            UPSTREAM,
+            eventStream=True,
+            framedByLength=False,
+            clock=self.clock,
+            onEnd=self.outcomes.append,
+            writeStall=STALL,
+            unsent=lambda: next(readings),
+        )
+        relay.makeConnection(self.body)  # type: ignore[arg-type]
+        relay.pauseProducing()
+        self.clock.advance(STALL)
+        self.clock.advance(STALL)
+        self.assertFalse(self.request.channel.aborted)
+        self.assertEqual(self.body.state, "paused")
+        self.clock.advance(STALL)
+        self.assertTrue(self.request.channel.aborted)
+        self.assertEqual(self.body.state, "stopped")
+        self.assertEqual(list(readings), [])
+
+    def test_unknownProgressCuts(self) -> None:
+        """
+        H11: where the connection cannot tell what the client took (TLS),
+        a stream held back for the whole period is cut.
+        """
+        relay = ResponseRelay(
+            self.request,  # type: ignore[arg-type]
+            UPSTREAM,
+            eventStream=True,
+            framedByLength=False,
+            clock=self.clock,
+            onEnd=self.outcomes.append,
+            writeStall=STALL,
+            unsent=lambda: None,
+        )
+        relay.makeConnection(self.body)  # type: ignore[arg-type]
+        self.assertStallCuts(relay)
 
     def test_clientGoneCancels(self) -> None:
         """
@@ -353,6 +428,27 @@ class RealSocketStallTests(ModesCase):
             proxy, lambda h: h["active_requests"] == 0, "nothing in flight"
         )
         self.assertEqual(health["active_requests"], 0)
+
+    async def test_trickleReaderIsNotCut(self) -> None:
+        """
+        H11: a client that reads all the time, but only 4 KiB every 0.1 s,
+        never drains ccrouter's send buffer; against a stall limit of 1 s it
+        is still not cut, because its connection keeps taking bytes.
+        """
+        mock = self.upstream(FloodingBody(1024 * 1024 * 1024))
+        proxy = await self.start(
+            self.configFile(
+                f'default: {{url: "{mock.url}"}}\n'
+                "server: {client_timeouts: {write_stall: 1}}\n"
+            )
+        )
+        assert proxy.url is not None
+        port = int(proxy.url.rsplit(":", 1)[1])
+        received, problem = await threads.deferToThread(trickle, port, 3.5)
+        self.assertEqual(problem, "")
+        self.assertGreater(received, 3 * 4096)
+        self.assertFalse(mock.disconnects[0].called)
+        self.assertNotIn(b"read nothing", proxy.output)
 
     async def test_slowButSteadyReaderIsNotCut(self) -> None:
         """
