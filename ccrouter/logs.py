@@ -66,7 +66,8 @@ FIELD_LIMIT = 256
 RETRY_SECONDS = 1.0
 #: What may wait for a slow standard output before lines are dropped.
 MAX_QUEUED_BYTES = 1024 * 1024
-#: How long an exiting process waits for its queued lines to be written.
+#: How long an exiting process waits for its queued lines to be written,
+#: in all (standard output and standard error share it).
 EXIT_DRAIN_SECONDS = 2.0
 
 _LOG_FILE_MODE = 0o600
@@ -273,6 +274,21 @@ class WriteProblems:
         return dropped
 
 
+class _ExitBudget:
+    """
+    The one wait for the last log lines of an exiting process, shared by
+    every writer and every exit hook: it starts with the first of them.
+    """
+
+    deadline: float | None = None
+
+    @classmethod
+    def remaining(cls) -> float:
+        if cls.deadline is None:
+            cls.deadline = time.monotonic() + EXIT_DRAIN_SECONDS
+        return cls.deadline - time.monotonic()
+
+
 class BackgroundWriter:
     """
     Writes to a file descriptor from a thread of its own, so the caller
@@ -318,15 +334,19 @@ class BackgroundWriter:
         if self._settleBy is not None:
             self.flush(self._settleBy - time.monotonic())
 
-    def settle(self, timeout: float = EXIT_DRAIN_SECONDS) -> None:
+    def settle(self) -> None:
         """
-        From now on, wait for each line to be written, for at most
-        C{timeout} seconds in all: for the last lines of a process that is
-        about to end (twistd ends by re-raising SIGTERM, which skips
-        C{atexit}).
+        From now on, wait for each line to be written, within the process's
+        exit budget (L{EXIT_DRAIN_SECONDS} in all): for the last lines of a
+        process that is about to end (twistd ends by re-raising SIGTERM,
+        which skips C{atexit}).
         """
-        self._settleBy = time.monotonic() + timeout
-        self.flush(timeout)
+        remaining = _ExitBudget.remaining()
+        self._settleBy = time.monotonic() + remaining
+        self.flush(remaining)
+
+    def _flushAtExit(self) -> None:
+        self.flush(_ExitBudget.remaining())
 
     def _ensureThread(self) -> None:
         # After a fork the thread is gone; start another in the child.
@@ -336,7 +356,7 @@ class BackgroundWriter:
         threading.Thread(
             target=self._run, name=f"ccrouter log writer (fd {self._fd})", daemon=True
         ).start()
-        atexit.register(self.flush, EXIT_DRAIN_SECONDS)
+        atexit.register(self._flushAtExit)
 
     def flush(self, timeout: float) -> bool:
         """

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from ccrouter import logs
 from ccrouter.logs import (
     BackgroundWriter,
     LogDrops,
@@ -517,6 +518,33 @@ class BackgroundWriterTests(SynchronousTestCase):
         )
         self.assertEqual(received.count(line), 1000 - dropped)
         self.assertTrue(writer.flush(10))
+
+    def test_oneExitWait(self) -> None:
+        """
+        F23: an exiting process whose standard output and error are both
+        unread pipes waits for them once, within one shared budget, not once
+        per writer and again at exit.
+        """
+        self.patch(logs, "EXIT_DRAIN_SECONDS", 0.5)
+        self.patch(logs._ExitBudget, "deadline", None)
+        writers = []
+        for _ in range(2):
+            read, write = os.pipe()
+            self.addCleanup(os.close, read)
+            self.addCleanup(os.close, write)
+            writer = BackgroundWriter(write, "a pipe", maxQueued=1 << 20)
+            for _ in range(200):
+                writer.write(b"x" * 1000 + b"\n")
+            writers.append(writer)
+        started = time.monotonic()
+        for writer in writers:
+            writer.settle()
+        for writer in writers:
+            writer._flushAtExit()
+        elapsed = time.monotonic() - started
+        # Four waits of the whole budget would take 2 s.
+        self.assertLess(elapsed, 1.0)
+        self.assertFalse(writers[0].flush(0))
 
     def test_brokenPipe(self) -> None:
         """
