@@ -19,6 +19,7 @@ from ccrouter import __version__
 from ccrouter.breaker import State
 from ccrouter.errors import ProxyError
 from ccrouter.live import LiveState
+from ccrouter.logs import logWriteErrors
 
 
 def _timestamp(wall: float) -> str:
@@ -102,6 +103,7 @@ def healthReport(live: LiveState) -> dict[str, Any]:
         "uptime_seconds": round(live.uptime, 3),
         "active_requests": len(live.inflight),
         "max_streams": config.server.limits.maxStreams,
+        "log_write_errors": logWriteErrors(),
         "config": {
             "path": live.configPath,
             "loaded_at": _timestamp(live.loadedAt),

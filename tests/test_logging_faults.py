@@ -260,7 +260,8 @@ class FullDiskProcessTests(HTTPCase):
         """
         F24: the daemon's log observer writing to C{/dev/full} (every write
         fails with ENOSPC): 200 proxied requests all succeed, and the
-        problem is said once on standard error.
+        problem is said once on standard error; C{/health} counts the lines
+        lost.
         """
         upstream = self.mock()
         port = freePort()
@@ -289,6 +290,10 @@ class FullDiskProcessTests(HTTPCase):
             child.stderr.count(b"cannot write the log /dev/full"), 1, child.stderr
         )
         self.assertNotIn(b"Traceback", child.stdout + child.stderr)
+        code, body = await self.get(f"{url}/health")
+        self.assertEqual(code, 200)
+        # At least one access line per request was lost.
+        self.assertGreaterEqual(json.loads(body)["log_write_errors"], 200)
 
 
 class LogFileSinkTests(SynchronousTestCase):
