@@ -6,7 +6,9 @@ L{RequestTraversalAgent}, and time a L{Clock}.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from typing import Any
 
 from treq.testing import RequestTraversalAgent, StubTreq
@@ -376,6 +378,68 @@ class ErrorTests(ProxyHarness):
             response.headers.getRawHeaders(b"content-type"), [b"application/json"]
         )
         return response.code, json.loads(body)
+
+    def providerEcho(self, coding: bytes | None, body: bytes) -> Any:
+        """
+        The response the client gets when the provider answers a routed
+        request with 401 and C{body} in C{coding}.
+        """
+        d = self.post(message("claude-haiku-4-5", stream=False))
+        [upstreamRequest] = self.upstream.requests
+        upstreamRequest.setResponseCode(401)
+        upstreamRequest.setHeader(b"content-type", b"application/json")
+        if coding is not None:
+            upstreamRequest.setHeader(b"content-encoding", coding)
+        upstreamRequest.write(body)
+        upstreamRequest.finish()
+        self.flush()
+        return self.successResultOf(d)
+
+    def assertNoCoding(self, response: Any) -> None:
+        # treq's decoder turns a missing Content-Encoding into an empty one.
+        self.assertEqual(
+            response.headers.getRawHeaders(b"content-encoding", [b""]), [b""]
+        )
+
+    def test_echoedKeyRemovedFromGzip(self) -> None:
+        """
+        S13: a gzipped error that echoes ccrouter's provider key reaches the
+        client decoded, with the key taken out and no C{Content-Encoding}.
+        """
+        echo = json.dumps(
+            {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": f"bad {ZAI_KEY}"},
+            }
+        ).encode()
+        response = self.providerEcho(b"gzip", gzip.compress(echo))
+        self.assertEqual(response.code, 401)
+        self.assertNoCoding(response)
+        body = self.successResultOf(response.content())
+        self.assertNotIn(ZAI_KEY.encode(), body)
+        self.assertEqual(json.loads(body)["error"]["type"], "authentication_error")
+
+    def test_echoInUnreadableCodingReplaced(self) -> None:
+        """
+        S13: an error body in a coding ccrouter does not read (deflate, br)
+        could hide the key, so it is replaced by ccrouter's own error for
+        the status, as JSON without the upstream's C{Content-Encoding}.
+        """
+        echo = json.dumps({"error": {"message": f"bad key {ZAI_KEY}"}}).encode()
+        for coding, body in [(b"deflate", zlib.compress(echo)), (b"br", echo)]:
+            self.upstream.requests.clear()
+            response = self.providerEcho(coding, body)
+            self.assertEqual(response.code, 401, coding)
+            self.assertNoCoding(response)
+            self.assertEqual(
+                response.headers.getRawHeaders(b"content-type"), [b"application/json"]
+            )
+            answer = self.successResultOf(response.content())
+            self.assertNotIn(ZAI_KEY.encode(), answer)
+            self.assertNotIn(b"bad key", answer)
+            error = json.loads(answer)["error"]
+            self.assertEqual(error["type"], "authentication_error")
+            self.assertIn("answered HTTP 401", error["message"])
 
     def test_headersTimeoutStreaming(self) -> None:
         """
