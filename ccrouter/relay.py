@@ -44,10 +44,10 @@ class ResponseRelay(Protocol):
     nothing for C{writeStall} seconds is the one cut: its connection is
     aborted and the upstream's closed, with nothing counted against the
     upstream; a client whose connection takes bytes, however slowly, is
-    reading (see L{unsentBytes}).  A body that breaks off ends in a way the client can see: an
-    SSE C{error} event when the stream is between events (and not framed by
-    a Content-Length), otherwise an aborted connection, never a clean end
-    on a truncated body.
+    reading (see L{unsentBytes}).  A body that breaks off ends in a way the
+    client can see: an SSE C{error} event when the stream is between events
+    (and not framed by a Content-Length), otherwise an aborted connection,
+    never a clean end on a truncated body.
 
     When the body ends, C{onEnd} hears what it says about the upstream: an
     Anthropic stream is only a success if it reached C{message_stop}

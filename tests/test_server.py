@@ -23,10 +23,10 @@ from ccrouter.config import ClientLimits, ServerSettings, parseConfig
 from ccrouter.live import LiveState
 from ccrouter.root import resourceTree
 from ccrouter.server import (
-    MAX_HEADER_BYTES,
-    MAX_HEADER_FIELDS,
     LINGER_IDLE,
     LINGER_TOTAL,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_FIELDS,
     MAX_REQUEST_LINE,
     Phase,
     ProxyChannel,
