@@ -113,11 +113,27 @@ def _parser() -> argparse.ArgumentParser:
         "restart", _lazy("ccrouter.daemon", "restart"), "stop, then start"
     )
     restart.add_argument("--timeout", type=float, default=60.0)
-    command(
+    status = command(
         "status",
         _lazy("ccrouter.daemon", "status"),
-        "pid, address, mode and targets of the running proxy; exit 1 when it is"
-        " not running",
+        "pid, address, mode, targets and recent requests of the running proxy;"
+        " exit 1 when it is not running",
+    )
+    status.add_argument(
+        "--requests",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many recent requests to list (default 10; 0: none)",
+    )
+    stats = command(
+        "stats",
+        _lazy("ccrouter.statscmd", "stats"),
+        "requests and tokens per target and model since the proxy started;"
+        " exit 1 when it is not running",
+    )
+    stats.add_argument(
+        "--json", action="store_true", help="print the totals as JSON instead"
     )
     logs = command("logs", _lazy("ccrouter.daemon", "logs"), "print the log")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing")

@@ -147,24 +147,41 @@ class ProxyUnreachableError(Exception):
     """
 
 
-def fetchHealth(address: Address, timeout: float = 3.0) -> dict[str, Any]:
+class NotServedError(ProxyUnreachableError):
     """
-    The proxy's C{/health} document.
+    The proxy answered, but not that path: a ccrouter older than this
+    command.
+    """
 
-    @raise ProxyUnreachableError: If it cannot be had.
+
+def _get(address: Address, path: str, timeout: float) -> tuple[int, bytes]:
+    """
+    The status and body of C{GET path} at the proxy.
+
+    @raise ProxyUnreachableError: If nothing answers.
     """
     connection = address.connection(timeout)
     try:
-        connection.request("GET", "/health", headers={"Host": address.host})
+        connection.request("GET", path, headers={"Host": address.host})
         response = connection.getresponse()
         body = response.read()
     except (OSError, http.client.HTTPException) as e:
         raise ProxyUnreachableError(f"nothing answers at {address.url} ({e})") from None
     finally:
         connection.close()
-    if response.status != 200:
+    return response.status, body
+
+
+def fetchHealth(address: Address, timeout: float = 3.0) -> dict[str, Any]:
+    """
+    The proxy's C{/health} document.
+
+    @raise ProxyUnreachableError: If it cannot be had.
+    """
+    status, body = _get(address, "/health", timeout)
+    if status != 200:
         raise ProxyUnreachableError(
-            f"{address.url}/health answered {response.status}; is that ccrouter?"
+            f"{address.url}/health answered {status}; is that ccrouter?"
         )
     try:
         document = json.loads(body)
@@ -172,4 +189,30 @@ def fetchHealth(address: Address, timeout: float = 3.0) -> dict[str, Any]:
         raise ProxyUnreachableError(f"{address.url}/health is not ccrouter's") from None
     if not isinstance(document, dict) or "mode" not in document:
         raise ProxyUnreachableError(f"{address.url}/health is not ccrouter's")
+    return document
+
+
+def fetchStatusData(address: Address, timeout: float = 3.0) -> dict[str, Any]:
+    """
+    The proxy's C{/status/data} document: its recent requests, tokens per
+    minute and totals per target and model.
+
+    @raise NotServedError: If the proxy has no such page (it is older).
+    @raise ProxyUnreachableError: If it cannot be had otherwise.
+    """
+    url = f"{address.url}/status/data"
+    status, body = _get(address, "/status/data", timeout)
+    if status == 404:
+        raise NotServedError(
+            f"{url} is not there: the running ccrouter is older than this command"
+            " (restart it)"
+        )
+    if status != 200:
+        raise ProxyUnreachableError(f"{url} answered {status}; is that ccrouter?")
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise ProxyUnreachableError(f"{url} is not ccrouter's") from None
+    if not isinstance(document, dict):
+        raise ProxyUnreachableError(f"{url} is not ccrouter's")
     return document

@@ -22,9 +22,11 @@ from ccrouter.cli import FAILURE, OK, USAGE, Context
 from ccrouter.config import Config, ConfigError
 from ccrouter.control import (
     Address,
+    NotServedError,
     ProxyUnreachableError,
     configPathForDaemon,
     fetchHealth,
+    fetchStatusData,
     loadConfig,
     proxyAddress,
 )
@@ -419,6 +421,10 @@ def describeHealth(health: dict[str, Any]) -> list[str]:
 
 
 def status(context: Context, arguments: argparse.Namespace) -> int:
+    requests: int = getattr(arguments, "requests", 10)
+    if requests < 0:
+        context.complain("--requests cannot be negative")
+        return USAGE
     pid = runningPid(context)
     address = _address(context, running=pid is not None)
     if address is None:
@@ -440,7 +446,28 @@ def status(context: Context, arguments: argparse.Namespace) -> int:
     context.say(f"listening: {address.url} ({listen})")
     for line in describeHealth(health):
         context.say(line)
+    if requests:
+        _sayRecent(context, address, requests)
     return OK
+
+
+def _sayRecent(context: Context, address: Address, count: int) -> None:
+    """
+    The proxy's C{count} most recent requests, if it keeps them.
+    """
+    # Here, not at the top: statscmd imports this module.
+    from ccrouter.statscmd import formatRecent
+
+    try:
+        data = fetchStatusData(address)
+    except NotServedError:
+        # A ccrouter from before /status/data: what it has was said.
+        return
+    except ProxyUnreachableError as e:
+        context.complain(f"cannot list the recent requests: {e}")
+        return
+    for line in formatRecent(data, count):
+        context.say(line)
 
 
 def logs(context: Context, arguments: argparse.Namespace) -> int:

@@ -37,6 +37,13 @@ from ccrouter.routing import ROUTED_PATHS
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
 HEALTH_PATH = b"/health"
+STATUS_PATH = b"/status"
+STATUS_DATA_PATH = b"/status/data"
+METRICS_PATH = b"/metrics"
+#: ccrouter's own read-only pages, answered here and never forwarded.  They
+#: need no local token, as C{/health} never did: a browser cannot send one,
+#: and nothing in them is a secret, a header value or a body.
+LOCAL_PATHS = frozenset({HEALTH_PATH, STATUS_PATH, STATUS_DATA_PATH, METRICS_PATH})
 #: Every method ccrouter passes on.  The rest are never forwarded:
 #: C{CONNECT} would make it a forward proxy, C{TRACE} reflects the request
 #: (credentials included), C{OPTIONS} is the CORS preflight a browser must
@@ -106,7 +113,7 @@ def allowedMethods(path: bytes) -> tuple[bytes, ...]:
     """
     The methods a request to C{path} (without the query) may use.
     """
-    if path == HEALTH_PATH:
+    if path in LOCAL_PATHS:
         return HEALTH_METHODS
     if path in ROUTED_PATHS:
         return ROUTED_METHODS
@@ -161,8 +168,8 @@ def checkRequest(
     token: str | None = None,
 ) -> Refusal | None:
     """
-    Why a request must be refused, or L{None} if it may go on: to C{/health}
-    or to an upstream.
+    Why a request must be refused, or L{None} if it may go on: to one of
+    L{LOCAL_PATHS} or to an upstream.
 
     In order: a method no path takes (405), the target (400), C{Host}
     (400 if missing, repeated or malformed, 403 if foreign), a browser
@@ -172,8 +179,8 @@ def checkRequest(
     @param target: The raw request target.
     @param allowedHosts: C{Host} names accepted besides loopback ones.
     @param allowedOrigins: Browser origins accepted (none by default).
-    @param token: The local token every request but C{/health} must carry
-        in L{TOKEN_HEADER}, if one is configured.
+    @param token: The local token every request but those to L{LOCAL_PATHS}
+        must carry in L{TOKEN_HEADER}, if one is configured.
     """
     path = target.split(b"?", 1)[0]
     methods = allowedMethods(path)
@@ -183,7 +190,7 @@ def checkRequest(
         checkTarget(target)
         or _checkHost(headers, allowedHosts)
         or _checkBrowser(headers, allowedOrigins)
-        or (None if path == HEALTH_PATH else _checkToken(headers, token))
+        or (None if path in LOCAL_PATHS else _checkToken(headers, token))
     )
     if error is not None:
         return Refusal(error)

@@ -128,29 +128,59 @@ def healthReport(live: LiveState) -> dict[str, Any]:
     }
 
 
-class HealthResource(Resource):
+class ReadOnlyResource(Resource):
+    """
+    A leaf of ccrouter's own that answers C{GET} and C{HEAD} only.
+
+    @cvar path: Where it is served, for the 405's message.
+    """
+
     isLeaf = True
+    path = "/"
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)  # type: ignore[attr-defined, no-any-return]
+
+    def render(self, request: Request) -> bytes:
+        if request.method in (b"GET", b"HEAD"):
+            return super().render(request)  # type: ignore[no-any-return]
+        error = ProxyError(
+            405, "invalid_request_error", f"{self.path} only answers GET and HEAD"
+        )
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"GET, HEAD")
+        request.setHeader(b"content-type", b"application/json")
+        return error.body()
+
+
+def _jsonAnswer(request: Request, document: dict[str, Any]) -> bytes:
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(document, indent=2).encode("utf-8") + b"\n"
+
+
+class HealthResource(ReadOnlyResource):
+    path = "/health"
 
     def __init__(self, live: LiveState) -> None:
         super().__init__()
         self._live = live
 
     def render_GET(self, request: Request) -> bytes:
-        body = json.dumps(healthReport(self._live), indent=2).encode("utf-8") + b"\n"
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return body
+        return _jsonAnswer(request, healthReport(self._live))
 
-    def render_HEAD(self, request: Request) -> bytes:
-        return self.render_GET(request)
 
-    def render(self, request: Request) -> bytes:
-        if request.method in (b"GET", b"HEAD"):
-            return super().render(request)  # type: ignore[no-any-return]
-        error = ProxyError(
-            405, "invalid_request_error", "/health only answers GET and HEAD"
-        )
-        request.setResponseCode(405)
-        request.setHeader(b"allow", b"GET, HEAD")
-        request.setHeader(b"content-type", b"application/json")
-        return error.body()
+class StatusDataResource(ReadOnlyResource):
+    """
+    C{GET /status/data}: the recent requests, tokens per minute and totals
+    the status page and C{ccrouter stats} show.
+    """
+
+    path = "/status/data"
+
+    def __init__(self, live: LiveState) -> None:
+        super().__init__()
+        self._live = live
+
+    def render_GET(self, request: Request) -> bytes:
+        return _jsonAnswer(request, self._live.stats.statusData())

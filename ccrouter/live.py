@@ -28,6 +28,7 @@ from ccrouter.breaker import (
 from ccrouter.config import Config, Mode
 from ccrouter.drain import InFlight
 from ccrouter.modes import ModeReading, readModeFile
+from ccrouter.stats import Stats
 
 #: Saved breaker state lives next to the mode file, under this name.
 BREAKER_STATE_NAME = "breakers.json"
@@ -95,6 +96,8 @@ class LiveState:
         self.inflight = InFlight()
         self.board = BreakerBoard(config.breaker)
         self.board.reconcile(config.targetNames, config.breaker, self.now())
+        #: What the proxied requests came to: metrics and the status page.
+        self.stats = Stats(self)
 
     @property
     def uptime(self) -> float:

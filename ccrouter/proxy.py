@@ -72,6 +72,12 @@ from ccrouter.headers import clientResponseHeaders
 from ccrouter.live import LiveState
 from ccrouter.outcomes import outcomeOfStatus
 from ccrouter.relay import ResponseRelay, TranslatingRelay
+from ccrouter.requestlog import (
+    RequestRecord,
+    cleanName,
+    newRequestId,
+    watchRequest,
+)
 from ccrouter.routing import Plan, planRequest
 from ccrouter.translate.response import messageId, translateError, translateResponse
 from ccrouter.translate.stream import StreamTranslator
@@ -130,21 +136,35 @@ class ProxyResource(Resource):
     def render(self, request: Request) -> int | bytes:
         live = self._live
         inflight = live.inflight
-        if inflight.draining:
-            writeError(request, SHUTTING_DOWN)
-            return NOT_DONE_YET
-        limit = live.config.server.limits.maxStreams
-        if len(inflight) >= limit:
-            writeError(request, tooManyStreams(limit))
-            return NOT_DONE_YET
         headers = request.requestHeaders
         assert request.content is not None
         request.content.seek(0)
         body = request.content.read()
         path = request.uri.split(b"?", 1)[0]
+        record = RequestRecord(
+            requestId=newRequestId(),
+            method=request.method.decode("ascii", "replace"),
+            path=path.decode("ascii", "replace"),
+            startedAt=live.now(),
+            wallStart=live.wallNow(),
+            bytesIn=len(body),
+            mode=live.modeName,
+        )
+        watchRequest(request, record, live.now, live.stats.observe)
+        if inflight.draining:
+            record.error = "stopped"
+            writeError(request, SHUTTING_DOWN)
+            return NOT_DONE_YET
+        limit = live.config.server.limits.maxStreams
+        if len(inflight) >= limit:
+            record.error = "overloaded"
+            writeError(request, tooManyStreams(limit))
+            return NOT_DONE_YET
         # Config and mode are read once: a reload or a mode switch applies
         # to the requests that start after it.
         plan = planRequest(live.config, request.method, path, body, live.modeName)
+        record.clientModel = cleanName(plan.clientModel)
+        record.streamed = plan.streaming
         hasBody = headers.hasHeader(b"content-length") or headers.hasHeader(
             b"transfer-encoding"
         )
@@ -155,6 +175,7 @@ class ProxyResource(Resource):
             agentFor=self._agentFor,
             clock=self._clock,
             sendBody=hasBody,
+            record=record,
         ).start()
         return NOT_DONE_YET
 
@@ -310,8 +331,10 @@ class _Exchange:
         agentFor: AgentFor,
         clock: IReactorTime,
         sendBody: bool,
+        record: RequestRecord,
     ) -> None:
         self._request = request
+        self._requestRecord = record
         self._plan = plan
         self._live = live
         self._agentFor = agentFor
@@ -371,6 +394,7 @@ class _Exchange:
             [attempt.target for attempt in self._remaining], live.now()
         )
         self._attempt = self._remaining.pop(index)
+        self._noteAttempt()
         self._ticket = live.begin(self._attempt.target)
         self._recorded = False
         self._timedOut = False
@@ -386,7 +410,10 @@ class _Exchange:
                 not in self._live.noTokenCounting,
             )
         except Exception:  # noqa: BLE001 - a probe must never stay out
-            self._log.failure("preparing a request failed unexpectedly")
+            self._log.failure(
+                "preparing a request failed unexpectedly",
+                request_id=self._requestRecord.requestId,
+            )
             outbound = ProxyError(500, "api_error", "ccrouter could not send this on")
         if not isinstance(outbound, Outbound):
             self._answerLocally(outbound)
@@ -410,6 +437,38 @@ class _Exchange:
         self._pending = pending
         pending.addCallbacks(self._gotResponse, self._failedBeforeResponse)
         pending.addErrback(self._bug)
+
+    def _noteAttempt(self) -> None:
+        attempt, record = self._attempt, self._requestRecord
+        record.attempts += 1
+        # A failover target by its name; otherwise the upstream (the mode's
+        # name would say nothing about where the request went).
+        if self._plan.failover and attempt.target is not None:
+            record.target = attempt.target
+        else:
+            record.target = attempt.upstream.name
+        record.failoverPath.append(record.target)
+        record.upstreamModel = cleanName(
+            attempt.upstreamModel or self._plan.clientModel
+        )
+        record.route = None if attempt.route is None else attempt.route.pattern.text
+        record.error = None
+
+    def _relayEnded(self, outcome: Outcome) -> None:
+        """
+        A relay's end: what it says about the upstream, and about the
+        request.
+        """
+        record = self._requestRecord
+        if outcome is CLIENT_LEFT:
+            record.error = "client_gone"
+        elif outcome is STOPPED:
+            record.error = "stopped"
+        elif outcome.verdict is Verdict.TIMEOUT:
+            record.error = "timeout"
+        elif outcome.verdict is Verdict.FAILURE:
+            record.error = "broken_stream"
+        self._record(outcome)
 
     def _record(self, outcome: Outcome) -> None:
         """
@@ -456,6 +515,7 @@ class _Exchange:
             return
         self._clientGone = True
         self._stopHeadersTimer()
+        self._requestRecord.error = "stopped"
         self._record(STOPPED)
         if self._errorBody is not None:
             self._errorBody.stop()
@@ -475,6 +535,7 @@ class _Exchange:
             "{target} failed ({problem}); trying the next target",
             target=self._attempt.target,
             problem=problem,
+            request_id=self._requestRecord.requestId,
         )
         self._attemptNext()
 
@@ -495,6 +556,8 @@ class _Exchange:
         )
         if outcome.verdict is not Verdict.SUCCESS:
             self._record(outcome)
+        if response.code >= 400:
+            self._requestRecord.error = "upstream_status"
         if self._cannotCount(response):
             # An Anthropic-compatible provider without count_tokens: Claude
             # Code gets an estimate, now and from then on.
@@ -503,6 +566,7 @@ class _Exchange:
             self._log.info(
                 "{upstream} cannot count tokens: estimating them here",
                 upstream=self._upstream.name,
+                request_id=self._requestRecord.requestId,
             )
             self._attemptAgain()
         elif outcome.isFailure and self._remaining:
@@ -556,13 +620,14 @@ class _Exchange:
             eventStream,
             framedByLength,
             self._clock,
-            onEnd=self._record,
+            onEnd=self._relayEnded,
             expectMessageStop=(
                 self._plan.streaming
                 and self._plan.clientModel is not None
                 and 200 <= response.code < 300
             ),
             writeStall=self._live.config.server.limits.writeStall,
+            requestId=self._requestRecord.requestId,
         )
         response.deliverBody(self._relay)
 
@@ -679,6 +744,7 @@ class _Exchange:
         """
         self._record(Outcome(Verdict.NEUTRAL, "answered locally"))
         if isinstance(answer, ProxyError):
+            self._requestRecord.error = "local"
             writeError(self._request, answer)
             return
         request = self._request
@@ -723,8 +789,9 @@ class _Exchange:
                 self._upstream,
                 translator,
                 self._clock,
-                onEnd=self._record,
+                onEnd=self._relayEnded,
                 writeStall=self._live.config.server.limits.writeStall,
+                requestId=self._requestRecord.requestId,
             )
             response.deliverBody(_decoded(response, self._relay))
             return
@@ -798,6 +865,7 @@ class _Exchange:
                 self._record(SUCCEEDED)
                 return 200, json.dumps(message).encode("ascii")
         error = upstreamUnavailable(f"upstream {self._upstream.name} {problem}")
+        self._requestRecord.error = "bad_response"
         self._record(Outcome(Verdict.FAILURE, error.message))
         return error.status, error.body()
 
@@ -810,6 +878,7 @@ class _Exchange:
             method=self._request.method.decode("ascii"),
             path=self._request.path.decode("ascii", "replace"),
             summary=self._summary(),
+            request_id=self._requestRecord.requestId,
         )
 
     def _failedBeforeResponse(self, failure: Failure) -> None:
@@ -823,6 +892,7 @@ class _Exchange:
         else:
             error = describeFailure(failure, self._upstream)
         timedOut = self._timedOut or isConnectTimeout(failure)
+        self._requestRecord.error = "timeout" if timedOut else "connect"
         self._record(
             Outcome(Verdict.TIMEOUT if timedOut else Verdict.FAILURE, error.message)
         )
@@ -841,11 +911,17 @@ class _Exchange:
             path=self._request.path.decode("ascii", "replace"),
             upstream=self._upstream.name,
             problem=error.message,
+            request_id=self._requestRecord.requestId,
         )
         writeError(self._request, error)
 
     def _bug(self, failure: Failure) -> None:
-        self._log.failure("proxying a request failed unexpectedly", failure)
+        self._log.failure(
+            "proxying a request failed unexpectedly",
+            failure,
+            request_id=self._requestRecord.requestId,
+        )
+        self._requestRecord.error = "internal"
         self._stopHeadersTimer()
         # A probe must not stay out for good because of a bug.
         self._record(Outcome(Verdict.NEUTRAL, "internal error"))

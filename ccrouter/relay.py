@@ -49,9 +49,10 @@ class ResponseRelay(Protocol):
     (and not framed by a Content-Length), otherwise an aborted connection,
     never a clean end on a truncated body.
 
-    When the body ends, C{onEnd} hears what it says about the upstream: an
-    Anthropic stream is only a success if it reached C{message_stop}
-    without an C{error} event.
+    When the body ends, C{onEnd} hears what it says about the upstream
+    (before the client's response is finished, so that whoever watches that
+    end knows how it went): an Anthropic stream is only a success if it
+    reached C{message_stop} without an C{error} event.
     """
 
     _log = Logger()
@@ -67,6 +68,7 @@ class ResponseRelay(Protocol):
         expectMessageStop: bool = False,
         writeStall: float = ClientLimits().writeStall,
         unsent: Callable[[], int | None] | None = None,
+        requestId: str | None = None,
     ) -> None:
         """
         @param expectMessageStop: Whether the body is an Anthropic Messages
@@ -76,6 +78,7 @@ class ResponseRelay(Protocol):
         @param unsent: Returns how many written bytes the client has yet to
             take, or L{None} if that is unknown; by default, measured on the
             client's connection.
+        @param requestId: The request's id, for the log events about it.
         """
         self._request = request
         self._upstream = upstream
@@ -85,6 +88,7 @@ class ResponseRelay(Protocol):
         self._events = EventNames() if eventStream else None
         self._expectMessageStop = expectMessageStop and eventStream
         self._writeStall = writeStall
+        self._requestId = requestId
         self._idleCall: IDelayedCall | None = None
         self._idleExpired = False
         self._stallCall: IDelayedCall | None = None
@@ -133,10 +137,10 @@ class ResponseRelay(Protocol):
         # Twisted lets go of the channel once the request is finished.
         channel = self._request.channel
         self._request.unregisterProducer()
+        self._onEnd(STOPPED)
         if self._endWithError(error.event()):
             channel.loseConnection()
         self._stopUpstream()
-        self._onEnd(STOPPED)
 
     # IPushProducer, driven by the client connection
 
@@ -205,6 +209,7 @@ class ResponseRelay(Protocol):
             " (server.client_timeouts.write_stall): closing its connection"
             " and the upstream's",
             seconds=self._writeStall,
+            request_id=self._requestId,
         )
         self._clientGone = True
         self._stopUpstream()
@@ -233,8 +238,8 @@ class ResponseRelay(Protocol):
             self._endedCleanly()
             return
         error, outcome = self._describeBreak(reason)
-        self._endWithError(error.event())
         self._onEnd(outcome)
+        self._endWithError(error.event())
 
     def _describeBreak(self, reason: Failure) -> tuple[ProxyError, Outcome]:
         """
@@ -252,14 +257,15 @@ class ResponseRelay(Protocol):
             upstream=self._upstream.name,
             relayed=self.bytesRelayed,
             problem=error.message,
+            request_id=self._requestId,
         )
         return error, Outcome(verdict, error.message)
 
     def _endedCleanly(self) -> None:
         events = self._events
         if events is not None and events.sawError:
-            self._request.finish()
             self._onEnd(Outcome(Verdict.FAILURE, "the stream carried an error event"))
+            self._request.finish()
         elif self._expectMessageStop and not (
             events is not None and events.sawMessageStop
         ):
@@ -271,12 +277,13 @@ class ResponseRelay(Protocol):
                 "response from {upstream} ended early: {problem}",
                 upstream=self._upstream.name,
                 problem=error.message,
+                request_id=self._requestId,
             )
-            self._endWithError(error.event())
             self._onEnd(Outcome(Verdict.FAILURE, error.message))
+            self._endWithError(error.event())
         else:
-            self._request.finish()
             self._onEnd(SUCCEEDED)
+            self._request.finish()
 
     def _endWithError(self, event: bytes) -> bool:
         """
@@ -317,9 +324,17 @@ class TranslatingRelay(ResponseRelay):
         onEnd: Callable[[Outcome], None],
         pingInterval: float = PING_INTERVAL,
         writeStall: float = ClientLimits().writeStall,
+        requestId: str | None = None,
     ) -> None:
         super().__init__(
-            request, upstream, False, False, clock, onEnd, writeStall=writeStall
+            request,
+            upstream,
+            False,
+            False,
+            clock,
+            onEnd,
+            writeStall=writeStall,
+            requestId=requestId,
         )
         self._translator = translator
         self._pingInterval = pingInterval
@@ -380,8 +395,8 @@ class TranslatingRelay(ResponseRelay):
         self._cancelTimers()
         self._cancelPing()
         self._request.unregisterProducer()
-        self._request.finish()
         self._onEnd(outcome)
+        self._request.finish()
 
     def endNow(self, error: ProxyError) -> None:
         """

@@ -1,19 +1,29 @@
 # -*- test-case-name: tests.test_proxy -*-
 """
 The root of the resource tree: every request is checked here first, then
-C{/health} is answered by ccrouter and everything else is proxied.
+ccrouter's own pages (C{/health}, C{/status}, C{/status/data},
+C{/metrics}) are answered here and everything else is proxied.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ccrouter.guard import HEALTH_PATH, checkRequest
-from ccrouter.health import HealthResource
+from ccrouter.guard import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    STATUS_DATA_PATH,
+    STATUS_PATH,
+    checkRequest,
+)
+from ccrouter.health import HealthResource, StatusDataResource
 from ccrouter.live import LiveState
 from ccrouter.proxy import AgentFor, ProxyResource, writeError
+from ccrouter.statuspage import StatusPageResource
 
 
 class RootResource(Resource):
@@ -25,11 +35,16 @@ class RootResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, live: LiveState, proxy: IResource, health: IResource) -> None:
+    def __init__(
+        self, live: LiveState, proxy: IResource, local: Mapping[bytes, IResource]
+    ) -> None:
+        """
+        @param local: ccrouter's own pages, by exact path.
+        """
         super().__init__()
         self._live = live
         self._proxy = proxy
-        self._health = health
+        self._local = local
 
     def render(self, request: Request) -> int | bytes:
         server = self._live.config.server
@@ -53,8 +68,12 @@ class RootResource(Resource):
                 request.responseHeaders.setRawHeaders(name, [value])
             writeError(request, refusal.error)
             return NOT_DONE_YET
-        if request.uri.split(b"?", 1)[0] == HEALTH_PATH:
-            return self._health.render(request)  # type: ignore[no-any-return]
+        # Past the guard, the request log (for proxied requests) says more
+        # than an access line, and ccrouter's own pages are polled.
+        request.accessLogged = False  # type: ignore[attr-defined]
+        local = self._local.get(request.uri.split(b"?", 1)[0])
+        if local is not None:
+            return local.render(request)  # type: ignore[no-any-return]
         return self._proxy.render(request)  # type: ignore[no-any-return]
 
 
@@ -64,8 +83,19 @@ def resourceTree(
     """
     Everything ccrouter serves, over one live state.
     """
+    # Imported here: it imports the global reactor, which twistd must be
+    # free to choose first.
+    from prometheus_client.twisted import MetricsResource
+
     return RootResource(
         live,
         proxy=ProxyResource(live, agentFor, clock),
-        health=HealthResource(live),
+        local={
+            HEALTH_PATH: HealthResource(live),
+            STATUS_PATH: StatusPageResource(),
+            STATUS_DATA_PATH: StatusDataResource(live),
+            # prometheus_client's own resource: it renders in the reactor's
+            # thread pool and negotiates the exposition format and gzip.
+            METRICS_PATH: MetricsResource(live.stats.registry),
+        },
     )

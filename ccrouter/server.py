@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -560,6 +561,11 @@ class ProxySite(Site):
                 requestTimeout("ccrouter closed this connection to make room")
             )
         return True
+
+    def log(self, request: HTTPRequest) -> None:
+        # The root clears this for requests it let through (see there).
+        if getattr(request, "accessLogged", True):
+            super().log(request)
 
     def closeIdleConnections(self) -> None:
         """
