@@ -25,6 +25,7 @@ Writing a line never raises and never blocks serving:
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import select
@@ -122,6 +123,21 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return _SECRET_SHAPES.sub(_shapeRedacted, text)
+
+
+class JSONFields(dict[str, Any]):
+    """
+    An event field holding a record: a plain dict in the JSON log, one
+    compact JSON object wherever the event is formatted as text.
+    """
+
+    def __str__(self) -> str:
+        # ASCII only: a log line must not carry what a terminal would act on.
+        return json.dumps(self, separators=(",", ":"))
+
+    def __format__(self, spec: str) -> str:
+        # The JSON log keeps str() of each field for formatting it later.
+        return str(self)
 
 
 def _escapeCharacter(character: str) -> str:

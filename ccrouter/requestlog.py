@@ -9,18 +9,16 @@ config, the model names, numbers, and short reasons ccrouter wrote itself.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
 from attrs import define, evolve, field
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from ccrouter.logs import loggable
+from ccrouter.logs import JSONFields, loggable
 from ccrouter.usage import Usage, UsageReader
 
 #: The response header that carries the request's id back to the client.
@@ -59,17 +57,6 @@ def newRequestId() -> str:
     A fresh request id: C{ccr_} and 24 random hex digits.
     """
     return "ccr_" + secrets.token_hex(12)
-
-
-class JSONFields(dict[str, Any]):
-    """
-    A request log event's fields: a plain dict in the JSON log, one compact
-    JSON object wherever the event is formatted as text.
-    """
-
-    def __format__(self, spec: str) -> str:
-        # ASCII only: a log line must not carry what a terminal would act on.
-        return json.dumps(self, separators=(",", ":"))
 
 
 #: Why a request did not end well, as the request log and the status page

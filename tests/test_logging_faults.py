@@ -20,6 +20,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, eventAsJSON
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -27,11 +28,13 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from ccrouter import logs
 from ccrouter.logs import (
     BackgroundWriter,
+    JSONFields,
     LogDrops,
     LogFileSink,
     SafeObserver,
     WriteProblems,
     fileObserver,
+    formatLine,
 )
 from tests.mockupstream import MockUpstream, anthropicMessage, respondJSON
 from tests.proxyprocess import REPOSITORY, childEnvironment, twistdCommand
@@ -612,3 +615,28 @@ class SafeObserverTests(SynchronousTestCase):
         self.assertEqual(problems.succeeded(), 0)
         problems.failed(OSError(errno.EIO, os.strerror(errno.EIO)))
         self.assertEqual(len(reports), 3)
+
+
+class ReadableRecordTests(SynchronousTestCase):
+    def test_requestRecordReadsAsJSON(self) -> None:
+        """
+        A request log event written to the JSON log reads back, in
+        C{ccrouter logs}, as one line ending in the record as JSON (not as
+        a Python dict), with control characters escaped.
+        """
+        record = JSONFields(request_id="ccr_1", client_model="m\x1b[31m\u2028x", n=1)
+        event = {
+            "log_format": "{request}",
+            "log_namespace": "ccrouter.requests",
+            "log_level": LogLevel.info,
+            "log_time": 0.0,
+            "log_system": "-",
+            "request": record,
+            "request_id": "ccr_1",
+        }
+        line = formatLine(eventAsJSON(event))
+        assert line is not None
+        self.assertNotIn("\n", line)
+        self.assertNotIn("\x1b", line)
+        self.assertNotIn("\u2028", line)
+        self.assertEqual(json.loads(line.split("] ", 1)[1]), dict(record))
