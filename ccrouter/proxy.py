@@ -70,6 +70,7 @@ from ccrouter.failures import (
 from ccrouter.hardening import withoutCredential
 from ccrouter.headers import clientResponseHeaders
 from ccrouter.live import LiveState
+from ccrouter.logs import loggable
 from ccrouter.outcomes import outcomeOfStatus
 from ccrouter.relay import ResponseRelay, TranslatingRelay
 from ccrouter.requestlog import (
@@ -144,7 +145,7 @@ class ProxyResource(Resource):
         record = RequestRecord(
             requestId=newRequestId(),
             method=request.method.decode("ascii", "replace"),
-            path=path.decode("ascii", "replace"),
+            path=loggable(path.decode("ascii", "replace")),
             startedAt=live.now(),
             wallStart=live.wallNow(),
             bytesIn=len(body),
@@ -394,7 +395,6 @@ class _Exchange:
             [attempt.target for attempt in self._remaining], live.now()
         )
         self._attempt = self._remaining.pop(index)
-        self._noteAttempt()
         self._ticket = live.begin(self._attempt.target)
         self._recorded = False
         self._timedOut = False
@@ -418,6 +418,8 @@ class _Exchange:
         if not isinstance(outbound, Outbound):
             self._answerLocally(outbound)
             return
+        # Only what goes upstream counts as an attempt.
+        self._noteAttempt()
         self._translation = outbound.translation
         # A fresh HTTPClient per request: its cookie jar must not carry one
         # upstream's cookies into another client's request.
@@ -747,6 +749,8 @@ class _Exchange:
             self._requestRecord.error = "local"
             writeError(self._request, answer)
             return
+        # An upstream's 404 to count_tokens may have come first.
+        self._requestRecord.error = None
         request = self._request
         request.setResponseCode(answer.status)
         for name, value in answer.headers:
