@@ -38,8 +38,9 @@ CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"cookie", b"coo
 #: C{Access-Control-Allow-Origin: *} from an OpenAI-compatible provider
 #: would let any web page read the answers it gets through ccrouter), and
 #: keeps no cookies, so an upstream's would only be stored for 127.0.0.1
-#: and sent back by any browser to every local port.
-_UPSTREAM_ONLY = frozenset({b"set-cookie", b"set-cookie2"})
+#: and sent back by any browser to every local port.  The request id is
+#: ccrouter's own (an upstream's could not be found in ccrouter's log).
+_UPSTREAM_ONLY = frozenset({b"set-cookie", b"set-cookie2", b"x-ccrouter-request-id"})
 _CORS_PREFIX = b"access-control-"
 
 #: Recomputed for the upstream hop rather than copied: the Agent derives Host

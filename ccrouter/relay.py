@@ -137,7 +137,7 @@ class ResponseRelay(Protocol):
         # Twisted lets go of the channel once the request is finished.
         channel = self._request.channel
         self._request.unregisterProducer()
-        self._onEnd(STOPPED)
+        self._report(STOPPED)
         if self._endWithError(error.event()):
             channel.loseConnection()
         self._stopUpstream()
@@ -156,6 +156,18 @@ class ResponseRelay(Protocol):
 
     def stopProducing(self) -> None:
         self._stopUpstream()
+
+    def _report(self, outcome: Outcome) -> None:
+        """
+        Tell C{onEnd} how the body ended; whatever goes wrong there, the
+        client's response still ends.
+        """
+        try:
+            self._onEnd(outcome)
+        except Exception:  # noqa: BLE001 - the response must still end
+            self._log.failure(
+                "reporting the end of a response failed", request_id=self._requestId
+            )
 
     def _startIdleTimer(self) -> None:
         self._cancelIdleTimer()
@@ -231,14 +243,14 @@ class ResponseRelay(Protocol):
         self._ended = True
         self._cancelTimers()
         if self._clientGone:
-            self._onEnd(CLIENT_LEFT)
+            self._report(CLIENT_LEFT)
             return
         self._request.unregisterProducer()
         if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):
             self._endedCleanly()
             return
         error, outcome = self._describeBreak(reason)
-        self._onEnd(outcome)
+        self._report(outcome)
         self._endWithError(error.event())
 
     def _describeBreak(self, reason: Failure) -> tuple[ProxyError, Outcome]:
@@ -264,7 +276,7 @@ class ResponseRelay(Protocol):
     def _endedCleanly(self) -> None:
         events = self._events
         if events is not None and events.sawError:
-            self._onEnd(Outcome(Verdict.FAILURE, "the stream carried an error event"))
+            self._report(Outcome(Verdict.FAILURE, "the stream carried an error event"))
             self._request.finish()
         elif self._expectMessageStop and not (
             events is not None and events.sawMessageStop
@@ -279,10 +291,10 @@ class ResponseRelay(Protocol):
                 problem=error.message,
                 request_id=self._requestId,
             )
-            self._onEnd(Outcome(Verdict.FAILURE, error.message))
+            self._report(Outcome(Verdict.FAILURE, error.message))
             self._endWithError(error.event())
         else:
-            self._onEnd(SUCCEEDED)
+            self._report(SUCCEEDED)
             self._request.finish()
 
     def _endWithError(self, event: bytes) -> bool:
@@ -395,7 +407,7 @@ class TranslatingRelay(ResponseRelay):
         self._cancelTimers()
         self._cancelPing()
         self._request.unregisterProducer()
-        self._onEnd(outcome)
+        self._report(outcome)
         self._request.finish()
 
     def endNow(self, error: ProxyError) -> None:
@@ -429,7 +441,7 @@ class TranslatingRelay(ResponseRelay):
         if self._clientGone:
             self._ended = True
             self._cancelTimers()
-            self._onEnd(CLIENT_LEFT)
+            self._report(CLIENT_LEFT)
             return
         if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):
             self._request.write(self._translator.finish())

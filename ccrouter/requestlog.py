@@ -166,6 +166,7 @@ class ResponseMeter:
         self._now = now
         self._reader: UsageReader | None = None
         self._readsUsage = False
+        self._off = False
 
     def attach(self, request: Request, path: bytes) -> None:
         """
@@ -183,6 +184,18 @@ class ResponseMeter:
         request.write = meteredWrite  # type: ignore[method-assign]
 
     def _wrote(self, request: Request, data: bytes) -> None:
+        if self._off:
+            return
+        try:
+            self._meter(request, data)
+        except Exception:  # noqa: BLE001 - metering must never break a write
+            self._off = True
+            _log.failure(
+                "metering request {request_id} failed",
+                request_id=self._record.requestId,
+            )
+
+    def _meter(self, request: Request, data: bytes) -> None:
         record = self._record
         if record.firstByteAt is None:
             record.firstByteAt = self._now()
@@ -204,6 +217,15 @@ class ResponseMeter:
         usage = self._reader.result()
         return evolve(usage, stopReason=cleanName(usage.stopReason))
 
+    def detach(self, request: Request) -> None:
+        """
+        Stop metering: the write wrapper and the usage reader (which may
+        hold a whole body) are let go at once, not at the next garbage
+        collection of the cycle through C{request}.
+        """
+        request.__dict__.pop("write", None)
+        self._reader = None
+
 
 def watchRequest(
     request: Request,
@@ -223,13 +245,15 @@ def watchRequest(
     meter.attach(request, record.path.encode("ascii", "replace"))
 
     def over(result: object) -> None:
-        record.endedAt = now()
-        record.usage = meter.usage()
-        if isinstance(result, Failure):
-            record.clientDisconnected = True
-            if record.error is None:
-                record.error = "client_gone"
         try:
+            record.endedAt = now()
+            record.usage = meter.usage()
+            meter.detach(request)
+            if isinstance(result, Failure) and record.error in (None, "client_gone"):
+                # Not when ccrouter cut the connection itself (a broken
+                # stream, a stop): the error says so already.
+                record.clientDisconnected = True
+                record.error = "client_gone"
             logRequest(record)
             ended(record)
         except Exception:  # noqa: BLE001 - the count must not break a response

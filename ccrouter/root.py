@@ -71,7 +71,11 @@ class RootResource(Resource):
         # Past the guard, the request log (for proxied requests) says more
         # than an access line, and ccrouter's own pages are polled.
         request.accessLogged = False  # type: ignore[attr-defined]
-        local = self._local.get(request.uri.split(b"?", 1)[0])
+        path = request.uri.split(b"?", 1)[0]
+        if path == METRICS_PATH:
+            # On this thread, for the scrape that follows on another.
+            self._live.stats.refreshLive()
+        local = self._local.get(path)
         if local is not None:
             return local.render(request)  # type: ignore[no-any-return]
         return self._proxy.render(request)  # type: ignore[no-any-return]

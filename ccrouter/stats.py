@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import blockingCallFromThread
-from twisted.python.threadable import isInIOThread
 
 from ccrouter.breaker import State
 from ccrouter.config import Config
@@ -100,30 +98,32 @@ class ModelLabels:
 
 class _LiveCollector(Collector):
     """
-    Metrics read from the live state when scraped: breakers, requests in
-    flight, lost log lines.  prometheus_client scrapes from a thread; the
-    state belongs to the reactor thread, so it is read there.
+    Metrics read from the live state: breakers, requests in flight, lost
+    log lines.  The state belongs to the reactor's thread, but
+    prometheus_client's resource scrapes from a thread of the pool, which
+    must neither read it nor wait for the reactor (at shutdown the reactor
+    waits for the pool): so the reactor's thread takes a snapshot as it
+    hands a scrape over (L{refresh}), and a scrape from the pool gets that.
     """
 
     def __init__(self, live: LiveState) -> None:
         self._live = live
+        self._latest: list[Metric] = []
 
     def describe(self) -> Iterable[Metric]:
-        # Without this the registry collects to learn the names, which
-        # would read the live state from wherever it is registered.
+        # Without this the registry collects to learn the names.
         return []
 
-    def collect(self) -> Iterable[Metric]:
-        # Imported here, not at the top: twistd installs the reactor of its
-        # choice after this module may have been imported.
-        from twisted.internet import reactor
+    def refresh(self) -> None:
+        """
+        Take the snapshot the next scrape from another thread serves.
+        """
+        self._latest = self._snapshot()
 
-        if isInIOThread() or not getattr(reactor, "running", False):
+    def collect(self) -> Iterable[Metric]:
+        if threading.current_thread() is threading.main_thread():
             return self._snapshot()
-        metrics: list[Metric] = blockingCallFromThread(
-            cast(IReactorFromThreads, reactor), self._snapshot
-        )
-        return metrics
+        return self._latest
 
     def _snapshot(self) -> list[Metric]:
         live = self._live
@@ -198,8 +198,8 @@ class Stats:
         )
         self._errors = Counter(
             "ccrouter_request_errors",
-            "Requests that did not end well, by target and error class",
-            ["target", "error"],
+            "Requests that did not end well, by target, model and error class",
+            ["target", "model", "error"],
             registry=registry,
         )
         self._failovers = Counter(
@@ -228,7 +228,15 @@ class Stats:
             buckets=_DURATION_BUCKETS,
             registry=registry,
         )
-        registry.register(_LiveCollector(live))
+        self._liveCollector = _LiveCollector(live)
+        registry.register(self._liveCollector)
+
+    def refreshLive(self) -> None:
+        """
+        Read the live state for the scrapes that follow (on the reactor's
+        thread: see L{_LiveCollector}).
+        """
+        self._liveCollector.refresh()
 
     def _knownModels(self) -> frozenset[str]:
         config = self._live.config
@@ -244,7 +252,7 @@ class Stats:
         model = self._models.label(record.upstreamModel, self._knownModels())
         self._requests.labels(target, model, statusClass(record.status)).inc()
         if record.error is not None:
-            self._errors.labels(target, record.error).inc()
+            self._errors.labels(target, model, record.error).inc()
         path = record.failoverPath
         for before, after in itertools.pairwise(path):
             self._failovers.labels(before, after).inc()
@@ -277,12 +285,12 @@ class Stats:
         while minutes and minutes[0][0] <= minute - CHART_MINUTES:
             minutes.popleft()
 
-    def _samples(self, name: str) -> Iterator[tuple[dict[str, str], float]]:
-        for metric in self.registry.collect():
-            if metric.name == name:
-                for sample in metric.samples:
-                    if sample.name == name + "_total":
-                        yield sample.labels, sample.value
+    @staticmethod
+    def _samples(counter: Counter) -> Iterator[tuple[dict[str, str], float]]:
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    yield sample.labels, sample.value
 
     def totals(self) -> list[dict[str, Any]]:
         """
@@ -303,13 +311,12 @@ class Stats:
                 },
             )
 
-        for labels, value in self._samples("ccrouter_requests"):
-            each = row(labels["target"], labels["model"])
-            each["requests"] += int(value)
-            if labels["status_class"] in ("4xx", "5xx", "none"):
-                each["errors"] += int(value)
+        for labels, value in self._samples(self._requests):
+            row(labels["target"], labels["model"])["requests"] += int(value)
+        for labels, value in self._samples(self._errors):
+            row(labels["target"], labels["model"])["errors"] += int(value)
         fields = dict(TOKEN_KINDS)
-        for labels, value in self._samples("ccrouter_tokens"):
+        for labels, value in self._samples(self._tokens):
             row(labels["target"], labels["model"])[fields[labels["kind"]]] += int(value)
         return [rows[key] for key in sorted(rows)]
 

@@ -14,16 +14,20 @@ Without a Chromium binary the tests are skipped, unless C{CI} is set: CI
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from attrs import define, field
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest
 
@@ -184,6 +188,143 @@ async def screenshot(
     )
     if not target.exists() or target.stat().st_size == 0:
         raise BrowserError(f"chromium wrote no screenshot to {target}")
+
+
+class _Pipe(ProcessProtocol):
+    """
+    Chromium's DevTools protocol over C{--remote-debugging-pipe}: it reads
+    NUL-terminated JSON commands on its descriptor 3 and answers on 4.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._nextId = 0
+        self._answers: dict[int, defer.Deferred[dict[str, Any]]] = {}
+        self.stderr = bytearray()
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def send(
+        self, method: str, params: dict[str, Any], session: str | None = None
+    ) -> defer.Deferred[dict[str, Any]]:
+        assert self.transport is not None
+        self._nextId += 1
+        message: dict[str, Any] = {"id": self._nextId, "method": method}
+        message["params"] = params
+        if session is not None:
+            message["sessionId"] = session
+        answer: defer.Deferred[dict[str, Any]] = defer.Deferred()
+        self._answers[self._nextId] = answer
+        self.transport.writeToChild(3, json.dumps(message).encode() + b"\0")
+        return answer.addTimeout(SLACK_SECONDS, reactor)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 2:
+            self.stderr += data
+            return
+        if childFD != 4:
+            return
+        self._buffer += data
+        *messages, self._buffer = self._buffer.split(b"\0")
+        for raw in messages:
+            message = json.loads(raw)
+            answer = self._answers.pop(message.get("id", -1), None)
+            if answer is None:
+                continue
+            if "error" in message:
+                answer.errback(BrowserError(f"DevTools: {message['error']}"))
+            else:
+                answer.callback(message.get("result", {}))
+
+    def processEnded(self, reason: Failure) -> None:
+        for answer in self._answers.values():
+            answer.errback(BrowserError("chromium exited"))
+        self._answers = {}
+        self.ended.callback(None)
+
+
+class LivePage:
+    """
+    A page kept open in headless Chromium, in real time, so that a test can
+    act (send requests through the proxy) while the page refreshes itself,
+    and then read its DOM.
+    """
+
+    def __init__(self, pipe: _Pipe, session: str, profile: str) -> None:
+        self._pipe = pipe
+        self._session = session
+        self._profile = profile
+
+    @classmethod
+    async def open(cls, url: str) -> LivePage:
+        binary = findChromium()
+        profile = tempfile.mkdtemp(prefix="ccrouter-chromium-")
+        pipe = _Pipe()
+        command = [
+            binary,
+            *_FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "--window-size=1280,1000",
+            "about:blank",
+        ]
+        reactor.spawnProcess(
+            pipe,
+            binary,
+            command,
+            env=_environment(),
+            childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r"},
+        )
+        page = cls(pipe, "", profile)
+        try:
+            target = await pipe.send("Target.createTarget", {"url": url})
+            attached = await pipe.send(
+                "Target.attachToTarget",
+                {"targetId": target["targetId"], "flatten": True},
+            )
+        except BaseException:
+            await page.close()
+            raise
+        page._session = attached["sessionId"]
+        return page
+
+    async def dom(self) -> str:
+        result = await self._pipe.send(
+            "Runtime.evaluate",
+            {"expression": "document.documentElement.outerHTML", "returnByValue": True},
+            self._session,
+        )
+        return str(result["result"]["value"])
+
+    async def waitFor(self, ready: Callable[[str], bool], timeout: float = 20) -> str:
+        """
+        Read the DOM every 0.2 s until C{ready} holds for it, for at most
+        C{timeout} seconds; fires with the last DOM either way.
+        """
+        dom = await self.dom()
+        for _ in range(int(timeout / 0.2)):
+            if ready(dom):
+                break
+            await deferLater(reactor, 0.2, lambda: None)
+            dom = await self.dom()
+        return dom
+
+    async def screenshot(self, path: str | Path) -> None:
+        result = await self._pipe.send("Page.captureScreenshot", {}, self._session)
+        Path(path).write_bytes(base64.b64decode(result["data"]))
+
+    async def close(self) -> None:
+        pipe = self._pipe
+        if not pipe.ended.called:
+            try:
+                await pipe.send("Browser.close", {})
+            except Exception:
+                pass
+            assert pipe.transport is not None
+            kill = reactor.callLater(10, pipe.transport.signalProcess, "KILL")
+            await pipe.ended
+            if kill.active():
+                kill.cancel()
+        shutil.rmtree(self._profile, ignore_errors=True)
 
 
 #: Elements that never have an end tag.

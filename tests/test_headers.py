@@ -158,3 +158,16 @@ class ResponseHeaderTests(SynchronousTestCase):
                 b"vary",
             },
         )
+
+
+class ResponseIdTests(SynchronousTestCase):
+    def test_upstreamCannotSetTheRequestId(self) -> None:
+        """
+        An upstream's own C{x-ccrouter-request-id} never reaches the client,
+        where it would replace the id ccrouter logged.
+        """
+        headers = clientResponseHeaders(
+            Headers({b"x-ccrouter-request-id": [b"ccr_FROM_UPSTREAM"], b"x-ok": [b"1"]})
+        )
+        self.assertIsNone(headers.getRawHeaders(b"x-ccrouter-request-id"))
+        self.assertEqual(headers.getRawHeaders(b"x-ok"), [b"1"])

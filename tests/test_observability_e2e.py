@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.server import Request
 
 from ccrouter.cli import main
-from tests.browser import parseDOM, renderDOMUntil, screenshot
+from tests.browser import LivePage, parseDOM
 from tests.mockupstream import (
     anthropicMessage,
     anthropicStream,
@@ -44,6 +44,14 @@ def answerAsAsked(request: Request) -> Any:
     return respondJSON(anthropicMessage("whole"))(request)
 
 
+def showsMode(html: str) -> bool:
+    """
+    Whether the page has had its first answers: the mode is shown.
+    """
+    modes = parseDOM(html).findAll(id="mode")
+    return len(modes) == 1 and modes[0].text == "auto"
+
+
 class ObservabilityEndToEndTests(ModesCase):
     timeout = 180
 
@@ -67,8 +75,10 @@ class ObservabilityEndToEndTests(ModesCase):
 
     async def test_requestsShowEverywhere(self) -> None:
         """
-        Three requests through a failover mode whose first target is down
-        (so each fails over to the second): the status page shows the mode,
+        With the status page open in headless Chromium, three requests
+        through a failover mode whose first target is down (so each fails
+        over to the second): the page, refreshing itself, comes to show the
+        mode,
         both targets with their breaker states, each request by its id with
         its route and tokens, and a token chart with the serving target;
         C{ccrouter stats} and C{ccrouter status} list the same requests and
@@ -88,6 +98,13 @@ class ObservabilityEndToEndTests(ModesCase):
         )
         assert proxy.url is not None
         port = int(proxy.url.rsplit(":", 1)[1])
+        # The page is open before the requests are sent: they must appear
+        # through its own refreshes.
+        page = await LivePage.open(f"{proxy.url}/status")
+        self.addCleanup(page.close)
+        before = parseDOM(await page.waitFor(showsMode))
+        self.assertEqual(before.byId("mode").text, "auto")
+        self.assertEqual(before.byId("requests").findAll("tr", data_request_id="*"), [])
         ids = [
             await self.send(proxy, stream=True),
             await self.send(proxy, stream=False),
@@ -98,8 +115,7 @@ class ObservabilityEndToEndTests(ModesCase):
         def ready(html: str) -> bool:
             return all(f'data-request-id="{each}"' in html for each in ids)
 
-        html = await renderDOMUntil(f"{proxy.url}/status", ready, budgetMs=3000)
-        dom = parseDOM(html)
+        dom = parseDOM(await page.waitFor(ready))
         self.assertEqual(dom.byId("mode").text, "auto")
         targets = dom.byId("targets")
         self.assertEqual(
@@ -125,7 +141,7 @@ class ObservabilityEndToEndTests(ModesCase):
         )
         picture = Path(self.mktemp()).absolute() / SCREENSHOT
         picture.parent.mkdir(parents=True)
-        await screenshot(f"{proxy.url}/status", picture, budgetMs=3000)
+        await page.screenshot(picture)
         self.assertTrue(picture.read_bytes().startswith(b"\x89PNG"))
 
         # The terminal shows the same.

@@ -84,6 +84,29 @@ class RelayTests(SynchronousTestCase):
         relay.makeConnection(body)  # type: ignore[arg-type]
         return relay, request, body, clock
 
+    def test_failingOnEndStillEndsTheResponse(self) -> None:
+        """
+        Whatever goes wrong where the end is reported (the breaker, its
+        state file, the request log), the client's response still ends.
+        """
+        request = ClientRequest()
+
+        def broken(outcome: object) -> None:
+            raise RuntimeError("reporting failed")
+
+        relay = ResponseRelay(
+            request,  # type: ignore[arg-type]
+            UPSTREAM,
+            eventStream=True,
+            framedByLength=False,
+            clock=Clock(),
+            onEnd=broken,
+        )
+        relay.makeConnection(UpstreamBody())  # type: ignore[arg-type]
+        relay.connectionLost(Failure(ResponseDone()))
+        self.assertTrue(request.finished)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_clientPausesUpstream(self) -> None:
         """
         H11: the relay is the request's producer; pausing it pauses the

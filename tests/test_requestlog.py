@@ -662,6 +662,34 @@ class ErrorTests(RequestLogCase):
             received=len(content),
         )
 
+    async def test_brokenInsideAnEvent(self) -> None:
+        """
+        An upstream that drops the connection in the middle of an event:
+        ccrouter aborts the client's connection itself, which the record
+        calls C{broken_stream}, not a client that went away.
+        """
+        events = anthropicStream("one two three")[:4]
+
+        def dropInsideEvent(request: Request) -> int:
+            request.setHeader(b"content-type", b"text/event-stream")
+            for event in events:
+                request.write(event)
+            request.write(b'event: content_block_delta\ndata: {"ty')
+            request.channel.transport.loseConnection()
+            return NOT_DONE_YET
+
+        upstream = self.mock(dropInsideEvent)
+        self.serve(f'default: {{url: "{upstream.url}"}}\n')
+        response, requestId = await self.post(messageBody())
+        self.assertEqual(response.code, 200)
+        # The client sees the response break off: ccrouter aborted it.
+        with self.assertRaises(ResponseFailed):
+            await treq.content(response).addTimeout(10, reactor)
+        fields = await self.logged(requestId)
+        self.assertEqual(
+            (fields["error"], fields["client_disconnected"]), ("broken_stream", False)
+        )
+
     async def test_deadUpstream(self) -> None:
         """
         An upstream nobody listens at: C{connect}, and the warning about it

@@ -9,6 +9,7 @@ pool) over a real listener on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -341,11 +342,22 @@ class CounterTests(StatsCase):
             1.0,
         )
         errors = "ccrouter_request_errors_total"
-        self.assertEqual(self.sample(errors, target="glm", error="upstream_status"), 1)
-        self.assertEqual(self.sample(errors, target="glm", error="client_gone"), 1)
-        self.assertEqual(self.sample(errors, target="none", error="overloaded"), 1)
-        # A 400 relayed as it is is no error of ccrouter's.
-        self.assertIsNone(self.sample(errors, target="claude", error="upstream_status"))
+        glm = {"target": "glm", "model": "glm-4.6"}
+        self.assertEqual(self.sample(errors, **glm, error="upstream_status"), 1)
+        self.assertEqual(self.sample(errors, **glm, error="client_gone"), 1)
+        self.assertEqual(
+            self.sample(errors, target="none", model="none", error="overloaded"), 1
+        )
+        # A record without an error class counts as no error, whatever its
+        # status.
+        self.assertIsNone(
+            self.sample(
+                errors,
+                target="claude",
+                model="claude-sonnet-4-5",
+                error="upstream_status",
+            )
+        )
         self.assertEqual(
             self.sample(
                 "ccrouter_failovers_total", from_target="claude", to_target="glm"
@@ -420,7 +432,7 @@ class CounterTests(StatsCase):
     def test_totalsAgreeWithCounters(self) -> None:
         """
         totals() is read from the counters C{/metrics} exposes: one row per
-        target and model, the 4xx, 5xx and unanswered ones as errors.
+        target and model, the requests with an error class as errors.
         """
         self.observeMixture()
         rows = self.stats.totals()
@@ -431,7 +443,7 @@ class CounterTests(StatsCase):
                     "target": "claude",
                     "model": "claude-sonnet-4-5",
                     "requests": 2,
-                    "errors": 1,
+                    "errors": 0,
                     "input_tokens": 7,
                     "output_tokens": 3,
                     "cache_read_tokens": 0,
@@ -461,6 +473,7 @@ class CounterTests(StatsCase):
         )
         # And the same numbers, summed from the exposition text.
         _, requests = self.metrics()["ccrouter_requests"]
+        _, errors = self.metrics()["ccrouter_request_errors"]
         _, tokens = self.metrics()["ccrouter_tokens"]
         kinds = {
             "input": "input_tokens",
@@ -482,7 +495,12 @@ class CounterTests(StatsCase):
                 ) != (row["target"], row["model"]):
                     continue
                 counted["requests"] += int(value)
-                if found["status_class"] in ("4xx", "5xx", "none"):
+            for (name, pairs), value in errors.items():
+                found = dict(pairs)
+                if name == "ccrouter_request_errors_total" and (
+                    found["target"],
+                    found["model"],
+                ) == (row["target"], row["model"]):
                     counted["errors"] += int(value)
             for (name, pairs), value in tokens.items():
                 found = dict(pairs)
@@ -666,6 +684,35 @@ class LiveCollectorTests(StatsCase):
         self.assertEqual(self.breakerValue(*cooldown, "glm"), 0.0)
         self.assertEqual(
             self.breakerStates("glm"), {"closed": 0.0, "open": 0.0, "half-open": 1.0}
+        )
+
+    def test_scrapeFromAnotherThread(self) -> None:
+        """
+        A scrape from another thread (prometheus_client's resource renders
+        in the reactor's thread pool) never reads the live state itself,
+        nor waits for the reactor: it gets the snapshot the reactor's
+        thread took when it handed the scrape over.
+        """
+        self.live.stats.refreshLive()
+        for _ in range(2):
+            self.live.record("glm", FAILED, self.live.begin("glm"))
+        scraped: list[bytes] = []
+        worker = threading.Thread(
+            target=lambda: scraped.append(generate_latest(self.live.stats.registry))
+        )
+        worker.start()
+        worker.join(10)
+        self.assertFalse(worker.is_alive())
+        [text] = scraped
+        self.assertIn(b'ccrouter_breaker_state{state="closed",target="glm"} 1.0', text)
+        self.live.stats.refreshLive()
+        worker = threading.Thread(
+            target=lambda: scraped.append(generate_latest(self.live.stats.registry))
+        )
+        worker.start()
+        worker.join(10)
+        self.assertIn(
+            b'ccrouter_breaker_state{state="open",target="glm"} 1.0', scraped[1]
         )
 
     def test_inflight(self) -> None:
