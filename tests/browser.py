@@ -15,6 +15,7 @@ Without a Chromium binary the tests are skipped, unless C{CI} is set: CI
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
