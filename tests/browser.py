@@ -316,10 +316,9 @@ class LivePage:
     async def close(self) -> None:
         pipe = self._pipe
         if not pipe.ended.called:
-            try:
+            # It may exit before it answers.
+            with contextlib.suppress(Exception):
                 await pipe.send("Browser.close", {})
-            except Exception:
-                pass
             assert pipe.transport is not None
             kill = reactor.callLater(10, pipe.transport.signalProcess, "KILL")
             await pipe.ended
