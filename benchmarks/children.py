@@ -188,7 +188,12 @@ class ProxyChild:
         config: str,
         cpu: int | None = PROXY_CPU,
         descriptors: int | None = 65536,
+        listen: str | None = "tcp:0:interface=127.0.0.1",
     ) -> None:
+        """
+        @param listen: The endpoint to listen on, or L{None} for the one
+            the config gives (C{server.host} and C{server.port}).
+        """
         self.directory = directory
         self.configPath = directory / "config.yaml"
         self.logPath = directory / "proxy.log"
@@ -202,6 +207,9 @@ class ProxyChild:
         self.host = "127.0.0.1"
         self.port = 0
         self.exitCode: int | None = None
+        self._listen = listen
+        #: When L{spawn} started the process (monotonic ns).
+        self.spawnedNs = 0
 
     @property
     def modeFile(self) -> Path:
@@ -222,6 +230,13 @@ class ProxyChild:
         os.replace(partial, self.modeFile)
 
     async def start(self, timeout: float = 30) -> None:
+        self.spawn()
+        await self.listening(timeout)
+
+    def spawn(self) -> None:
+        """
+        Start the process; L{listening} waits until it listens.
+        """
         command = [
             *twistdCommand(),
             "-n",
@@ -229,10 +244,10 @@ class ProxyChild:
             "ccrouter",
             "--config",
             str(self.configPath),
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
+            *([] if self._listen is None else ["--listen", self._listen]),
         ]
         self._log: IO[bytes] = open(self.logPath, "wb")
+        self.spawnedNs = time.monotonic_ns()
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -242,6 +257,12 @@ class ProxyChild:
             cwd=self.directory,
             preexec_fn=_childSetup(self._cpu, self._descriptors),
         )
+
+    async def listening(self, timeout: float = 30) -> None:
+        """
+        Wait for the log line that says where the proxy listens.
+        """
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = _LISTENING.search(self.logPath.read_text(errors="replace"))

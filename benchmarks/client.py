@@ -34,6 +34,8 @@ class StreamResult:
         (anything else; C{problem} says what).
     @ivar errorType: The Anthropic error type of an error event or response.
     @ivar cancelNs: When the client hung up (monotonic ns), if it did.
+    @ivar headNs: When the response head had arrived (monotonic ns), if it
+        did: C{headNs - startedNs} is the time to first byte.
     """
 
     plan: Plan
@@ -46,6 +48,7 @@ class StreamResult:
     startedNs: int = 0
     endedNs: int = 0
     cancelNs: int | None = None
+    headNs: int | None = None
 
 
 class BadResponseError(Exception):
@@ -108,21 +111,28 @@ class Connection:
         cancelAfter: float | None = None,
         cancelReset: bool = False,
         headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        check: StreamCheck | None = None,
+        path: str = "/v1/messages",
     ) -> StreamResult:
         """
         Send one request and read its response to the end, for at most
         C{timeout} seconds; with C{cancelAfter}, hang up that many seconds
         after sending instead (C{cancelReset}: with an RST).
+
+        @param body: The request body, if not L{requestBody} of C{plan}.
+        @param check: What checks the stream, if not a L{StreamCheck}.
+        @param path: The request target.
         """
         result = StreamResult(plan=plan, startedNs=time.monotonic_ns())
-        check = StreamCheck(plan)
-        body = requestBody(plan)
+        check = StreamCheck(plan) if check is None else check
+        body = requestBody(plan) if body is None else body
         extra = "".join(
             f"{name}: {value}\r\n" for name, value in (headers or {}).items()
         )
         self._writer.write(
             (
-                f"POST /v1/messages HTTP/1.1\r\n"
+                f"POST {path} HTTP/1.1\r\n"
                 f"Host: {self.host}:{self.port}\r\n"
                 "Content-Type: application/json\r\n"
                 "Anthropic-Version: 2023-06-01\r\n"
@@ -162,6 +172,7 @@ class Connection:
     async def _read(self, result: StreamResult, check: StreamCheck) -> None:
         reader = self._reader
         head = await reader.readuntil(b"\r\n\r\n")
+        result.headNs = time.monotonic_ns()
         statusLine, *lines = head[:-4].split(b"\r\n")
         parts = statusLine.split(b" ", 2)
         if len(parts) < 2 or not parts[1].isdigit():

@@ -14,6 +14,11 @@ counted against a baseline).
 
 C{--refuse P} resets a fraction P of new connections right after accepting
 them, the nearest a listening socket gets to refusing some connections.
+
+A plan with C{stream} false gets one JSON message (L{messageBody}); a
+request to a path ending in C{/chat/completions} gets its stream in OpenAI
+chat-completions format (L{OpenAIStreamEncoder}), for the performance
+suite's translated streams.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.perfwire import OpenAIStreamEncoder, messageBody
 from benchmarks.wire import Plan, StreamEncoder, errorBody, planFromBody
 
 #: Largest request head or body the mock reads; larger requests are refused.
@@ -232,7 +238,9 @@ class UpstreamConnection(asyncio.Protocol):
     ) -> bool:
         stats = self._server.stats
         stats.requests += 1
-        if method != b"POST" or not target.split(b"?")[0].endswith(b"/v1/messages"):
+        path = target.split(b"?")[0]
+        openai = path.endswith(b"/chat/completions")
+        if method != b"POST" or not (openai or path.endswith(b"/v1/messages")):
             self._respond(404, errorBody("not_found_error", "no such path"), False)
             return False
         try:
@@ -245,10 +253,16 @@ class UpstreamConnection(asyncio.Protocol):
             errorType = "overloaded_error" if plan.status == 529 else "api_error"
             self._respond(plan.status, errorBody(errorType, "planned"), plan.close)
             return not plan.close
+        if not plan.stream:
+            stats.completed += 1
+            self._respond(200, messageBody(plan), plan.close)
+            return not plan.close
         stats.streamsActive += 1
         self._streaming = plan
         try:
-            return await self._stream(plan)
+            return await self._stream(
+                plan, OpenAIStreamEncoder(plan) if openai else StreamEncoder(plan)
+            )
         finally:
             self._streaming = None
             stats.streamsActive -= 1
@@ -261,9 +275,10 @@ class UpstreamConnection(asyncio.Protocol):
             + body
         )
 
-    async def _stream(self, plan: Plan) -> bool:
+    async def _stream(
+        self, plan: Plan, encoder: StreamEncoder | OpenAIStreamEncoder
+    ) -> bool:
         stats = self._server.stats
-        encoder = StreamEncoder(plan)
         loop = asyncio.get_running_loop()
         self._write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -291,8 +306,15 @@ class UpstreamConnection(asyncio.Protocol):
             if self.closed:
                 return False
             self._chunk(encoder.delta(seq, time.monotonic_ns()))
-        self._chunk(encoder.closing())
-        self._write(b"0\r\n\r\n")
+        if isinstance(encoder, OpenAIStreamEncoder):
+            # The last chunk and the end of the body in one write, as many
+            # OpenAI-compatible servers send them: a proxy must cope with
+            # C{[DONE]} and the body's end arriving in the same read.
+            closing = encoder.closing()
+            self._write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(closing), closing))
+        else:
+            self._chunk(encoder.closing())
+            self._write(b"0\r\n\r\n")
         stats.completed += 1
         return not plan.close
 

@@ -42,6 +42,8 @@ class Plan:
         instead of a stream (e.g. 529), or L{None}.
     @ivar close: Whether the mock closes the connection after the response
         (C{Connection: close}), so the proxy has to dial a new one.
+    @ivar stream: Whether to answer with a stream; if not, with one JSON
+        message (see L{benchmarks.perfwire}).
     """
 
     id: int
@@ -52,8 +54,12 @@ class Plan:
     killAfter: int = 0
     status: int | None = None
     close: bool = False
+    stream: bool = True
 
     def toJSON(self) -> dict[str, Any]:
+        # C{stream} only when it is not the default, so the bodies of the
+        # older scripts stay as they were.
+        extra: dict[str, Any] = {} if self.stream else {"stream": False}
         return {
             "id": self.id,
             "events": self.events,
@@ -63,7 +69,7 @@ class Plan:
             "kill_after": self.killAfter,
             "status": self.status,
             "close": self.close,
-        }
+        } | extra
 
     @classmethod
     def fromJSON(cls, data: dict[str, Any]) -> Plan:
@@ -79,6 +85,7 @@ class Plan:
             killAfter=int(data.get("kill_after", 0)),
             status=None if data.get("status") is None else int(data["status"]),
             close=bool(data.get("close", False)),
+            stream=bool(data.get("stream", True)),
         )
 
 
@@ -104,9 +111,34 @@ def planFromBody(body: bytes) -> Plan:
     """
     try:
         data = json.loads(body)
+        if PLAN_KEY not in data:
+            # A request translated to OpenAI format keeps only what the
+            # translator knows: the plan rides in the user's text instead.
+            return Plan.fromJSON(json.loads(_planInText(data)))
         return Plan.fromJSON(data[PLAN_KEY])
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"no plan in the request body: {e}") from None
+
+
+#: What starts a user text that carries a plan (see L{planFromBody}).
+PLAN_PREFIX = "plan:"
+
+
+def _planInText(data: dict[str, Any]) -> str:
+    """
+    The JSON after L{PLAN_PREFIX} in any message's text, in either the
+    Messages or the Chat Completions shape.
+
+    @raise KeyError: If no message carries one.
+    """
+    for message in data.get("messages", []):
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"text": content}]
+        for part in parts:
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str) and text.startswith(PLAN_PREFIX):
+                return text[len(PLAN_PREFIX) :]
+    raise KeyError(PLAN_KEY)
 
 
 def sseEvent(name: str, data: dict[str, Any]) -> bytes:
