@@ -354,6 +354,8 @@ class TranslatingRelay(ResponseRelay):
         #: While the client holds the stream back, no ping is due: bytes
         #: already read from the upstream may still arrive.
         self._paused = False
+        self._bodyEnded = False
+        self._stopCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -391,8 +393,17 @@ class TranslatingRelay(ResponseRelay):
             self._request.write(translated)
         if self._translator.ended:
             # The stream said all it will (message_stop, or an error): the
-            # rest of the upstream body, if any, is not wanted.
+            # rest of the upstream body, if any, is not wanted.  Not stopped
+            # at once: when the body's end is in this same read, Twisted
+            # puts the connection back in the pool after this call, and a
+            # connection stopped now would be pooled while it closes (the
+            # next request on it fails).
             self._end(self._verdict())
+            self._stopCall = self._clock.callLater(0, self._stopUnfinished)
+
+    def _stopUnfinished(self) -> None:
+        self._stopCall = None
+        if not self._bodyEnded:
             self._stopUpstream()
 
     def _verdict(self) -> Outcome:
@@ -435,6 +446,10 @@ class TranslatingRelay(ResponseRelay):
         super().resumeProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._bodyEnded = True
+        if self._stopCall is not None and self._stopCall.active():
+            self._stopCall.cancel()
+        self._stopCall = None
         self._cancelPing()
         if self._ended:
             return

@@ -15,7 +15,9 @@ from typing import Any
 from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -23,12 +25,14 @@ from twisted.web.server import Request
 from ccrouter.breaker import Outcome, Verdict
 from ccrouter.config import Upstream, parseConfig
 from ccrouter.live import LiveState
-from ccrouter.relay import PING_INTERVAL
+from ccrouter.relay import PING_INTERVAL, TranslatingRelay
 from ccrouter.root import RootResource, resourceTree
 from ccrouter.translate import stream
 from ccrouter.translate.grammar import Event, checkStream
+from ccrouter.translate.request import ToolNames
 from tests.sseclient import EventReader
 from tests.test_proxy import ControlledUpstream, message
+from tests.test_relay import UPSTREAM, ClientRequest, UpstreamBody
 
 PROVIDER_KEY = "sk-deepseek-RELAY-CANARY-51d0"
 CLIENT_KEY = "sk-ant-api03-RELAY-CLIENT-CANARY-9b7e"
@@ -190,6 +194,9 @@ class TranslatingHarness(SynchronousTestCase):
             for agent in self.traversals:
                 agent.flush()
             self.client.flush()
+            # What the relays leave for the next reactor turn (an upstream
+            # stopped after the translated stream has ended).
+            self.clock.advance(0)
 
     def post(
         self,
@@ -975,3 +982,43 @@ class OutboundRequestTests(TranslatingHarness):
             request.requestHeaders.getRawHeaders(b"accept"), [b"application/json"]
         )
         self.assertFalse(json.loads(self.deepseek.bodies[0]).get("stream", False))
+
+
+class PooledConnectionTests(SynchronousTestCase):
+    def relay(self) -> tuple[TranslatingRelay, UpstreamBody, Clock]:
+        clock = Clock()
+        body = UpstreamBody()
+        relay = TranslatingRelay(
+            ClientRequest(),  # type: ignore[arg-type]
+            UPSTREAM,
+            stream.StreamTranslator("claude-sonnet-4-5", ToolNames(), "msg_1"),
+            clock,
+            onEnd=lambda outcome: None,
+        )
+        relay.makeConnection(body)  # type: ignore[arg-type]
+        return relay, body, clock
+
+    def test_bodyEndingInTheSameReadIsNotStopped(self) -> None:
+        """
+        When C{[DONE]} and the end of the upstream body come in one read,
+        the connection is not stopped: Twisted returns it to the pool, and
+        stopping it would pool a closing connection, on which the next
+        request fails.
+        """
+        relay, body, clock = self.relay()
+        relay.dataReceived(ROLE + chunk({"content": "hi"}, finish="stop") + DONE)
+        relay.connectionLost(Failure(ResponseDone()))
+        clock.advance(0)
+        self.assertEqual(body.state, "producing")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_upstreamThatKeepsSendingIsStopped(self) -> None:
+        """
+        An upstream body that goes on after C{[DONE]} is stopped on the
+        next turn.
+        """
+        relay, body, clock = self.relay()
+        relay.dataReceived(ROLE + chunk({"content": "hi"}, finish="stop") + DONE)
+        self.assertEqual(body.state, "producing")
+        clock.advance(0)
+        self.assertEqual(body.state, "stopped")
