@@ -96,6 +96,10 @@ class ResponseRelay(Protocol):
             lambda: unsentBytes(getattr(request.channel, "transport", None))
         )
         self._unsentWhenTimed: int | None = None
+        self._writtenWhenTimed = 0
+        #: Body bytes written to the client (translated ones, for a
+        #: translated stream).
+        self.bytesWritten = 0
         self._clientGone = False
         self._ended = False
         self.bytesRelayed = 0
@@ -112,7 +116,7 @@ class ResponseRelay(Protocol):
         if self._events is not None:
             self._events.feed(data)
         self.bytesRelayed += len(data)
-        self._request.write(data)
+        self._send(data)
 
     def clientDisconnected(self) -> None:
         """
@@ -157,6 +161,10 @@ class ResponseRelay(Protocol):
     def stopProducing(self) -> None:
         self._stopUpstream()
 
+    def _send(self, data: bytes) -> None:
+        self.bytesWritten += len(data)
+        self._request.write(data)
+
     def _report(self, outcome: Outcome) -> None:
         """
         Tell C{onEnd} how the body ended; whatever goes wrong there, the
@@ -190,6 +198,7 @@ class ResponseRelay(Protocol):
         if self._ended or self._clientGone or self._stallCall is not None:
             return
         self._unsentWhenTimed = self._unsent()
+        self._writtenWhenTimed = self.bytesWritten
         self._stallCall = self._clock.callLater(self._writeStall, self._clientStalled)
 
     def _cancelStallTimer(self) -> None:
@@ -210,8 +219,12 @@ class ResponseRelay(Protocol):
         """
         self._stallCall = None
         before, now = self._unsentWhenTimed, self._unsent()
-        if before is not None and now is not None and now < before:
+        # Bytes still arriving from the upstream after the pause are added
+        # to what waits for the client: what it took is what left.
+        written = self.bytesWritten - self._writtenWhenTimed
+        if before is not None and now is not None and before + written > now:
             self._unsentWhenTimed = now
+            self._writtenWhenTimed = self.bytesWritten
             self._stallCall = self._clock.callLater(
                 self._writeStall, self._clientStalled
             )
@@ -305,7 +318,7 @@ class ResponseRelay(Protocol):
         @return: Whether the event was sent (and the response finished).
         """
         if self._boundary is not None and self._boundary.atBoundary:
-            self._request.write(event)
+            self._send(event)
             self._request.finish()
             return True
         self._request.channel.forceAbortClient()
@@ -373,7 +386,7 @@ class TranslatingRelay(ResponseRelay):
         self._pingCall = None
         if self._ended or self._clientGone:
             return
-        self._request.write(self._translator.ping())
+        self._send(self._translator.ping())
         self._schedulePing()
 
     def _cancelPing(self) -> None:
@@ -390,7 +403,7 @@ class TranslatingRelay(ResponseRelay):
         self.bytesRelayed += len(data)
         translated = self._translator.feed(data)
         if translated:
-            self._request.write(translated)
+            self._send(translated)
         if self._translator.ended:
             # The stream said all it will (message_stop, or an error): the
             # rest of the upstream body, if any, is not wanted.  Not stopped
@@ -430,7 +443,7 @@ class TranslatingRelay(ResponseRelay):
         if self._ended or self._clientGone:
             return
         channel = self._request.channel
-        self._request.write(self._translator.fail(error.type, error.message))
+        self._send(self._translator.fail(error.type, error.message))
         self._end(STOPPED)
         channel.loseConnection()
         self._stopUpstream()
@@ -459,12 +472,12 @@ class TranslatingRelay(ResponseRelay):
             self._report(CLIENT_LEFT)
             return
         if not self._idleExpired and reason.check(ResponseDone, PotentialDataLoss):
-            self._request.write(self._translator.finish())
+            self._send(self._translator.finish())
             if self._translator.complete:
                 self._end(SUCCEEDED)
             else:
                 self._end(Outcome(Verdict.FAILURE, "the stream ended early"))
             return
         error, outcome = self._describeBreak(reason)
-        self._request.write(self._translator.fail(error.type, error.message))
+        self._send(self._translator.fail(error.type, error.message))
         self._end(outcome)

@@ -205,6 +205,35 @@ class RelayStallTests(SynchronousTestCase):
         self.assertEqual(self.body.state, "stopped")
         self.assertEqual(list(readings), [])
 
+    def test_bytesArrivingMeanwhileAreNotProgressLost(self) -> None:
+        """
+        H11: bytes the upstream still delivers after the pause add to what
+        waits for the client; a client that took some of it is reading, even
+        though more waits than before; one that took none is cut.
+        """
+        event = b"event: ping\ndata: {}\n\n"
+        # Before each period, then at its end: 1000 waiting, the event
+        # written meanwhile, and the client took 10 bytes of it.
+        readings = iter([1000, 1000 + len(event) - 10, 1000 + 2 * len(event) - 10])
+        relay = ResponseRelay(
+            self.request,  # type: ignore[arg-type]
+            UPSTREAM,
+            eventStream=True,
+            framedByLength=False,
+            clock=self.clock,
+            onEnd=self.outcomes.append,
+            writeStall=STALL,
+            unsent=lambda: next(readings),
+        )
+        relay.makeConnection(self.body)  # type: ignore[arg-type]
+        relay.pauseProducing()
+        relay.dataReceived(event)
+        self.clock.advance(STALL)
+        self.assertFalse(self.request.channel.aborted)
+        relay.dataReceived(event)
+        self.clock.advance(STALL)
+        self.assertTrue(self.request.channel.aborted)
+
     def test_unknownProgressCuts(self) -> None:
         """
         H11: where the connection cannot tell what the client took (TLS),
