@@ -886,7 +886,10 @@ class _ConfigReader:
         text = self.environ.get(PORT_VARIABLE)
         if text is None:
             return None
-        if not text.strip().isdigit() or not 0 < int(text) <= 65535:
+        if (
+            not (text.strip().isascii() and text.strip().isdigit())
+            or not 0 < int(text) <= 65535
+        ):
             raise ConfigError(
                 "environment", None, PORT_VARIABLE, "must be a port number (1-65535)"
             )

@@ -158,7 +158,7 @@ def runningPid(context: Context) -> int | None:
     except OSError as e:
         context.complain(f"cannot read {path}: {e.strerror}")
         return None
-    pid = int(text) if text.isdigit() else None
+    pid = int(text) if text.isascii() and text.isdigit() else None
     if pid is not None and _processExists(pid) and _isOurs(pid, path):
         return pid
     try:

@@ -743,6 +743,18 @@ class CheckConfigTests(SynchronousTestCase):
             ],
         )
 
+    def test_environmentPortNotADecimal(self) -> None:
+        """
+        Characters Python counts as digits but C{int} refuses (found by the
+        config fuzz test) are reported, not raised.
+        """
+        for text in ("\u00b2", "1\u00b2", "\u0663"):
+            self.assertEqual(
+                self.check("", {"CCROUTER_PORT": text}),
+                ["environment: CCROUTER_PORT: must be a port number (1-65535)"],
+                text,
+            )
+
     def test_agreesWithParseConfig(self) -> None:
         """
         For each text, C{parseConfig} fails exactly when C{checkConfig} has

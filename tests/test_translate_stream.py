@@ -1098,6 +1098,8 @@ class ErrorMappingTests(SynchronousTestCase):
                 ("rate_limit_error", "m"),
             ),
             ({"message": "m", "code": "429"}, ("rate_limit_error", "m")),
+            # A digit Python's isdigit accepts and int refuses.
+            ({"message": "m", "code": "4\u00b2"}, ("api_error", "m")),
             ({"message": "m", "status": 504}, ("timeout_error", "m")),
             ({"message": "m", "type": "server_error"}, ("api_error", "m")),
             ({"message": "m"}, ("api_error", "m")),

@@ -413,7 +413,7 @@ def errorFromPayload(
     """
     message, code, kind = _errorDetails(document)
     if status < 300:
-        numeric = int(code) if code.isdigit() else 0
+        numeric = int(code) if code.isascii() and code.isdigit() else 0
         status = numeric if 400 <= numeric < 600 else _STATUS_FOR_TYPE.get(kind, 500)
     if not message:
         message = f"upstream answered HTTP {status}"

@@ -259,7 +259,11 @@ def mapStreamError(error: object) -> tuple[str, str]:
         if isinstance(value, str) and value in _OPENAI_ERROR_TYPES:
             return _OPENAI_ERROR_TYPES[value], message
     for value in (code, error.get("status")):
-        status = int(value) if isinstance(value, str) and value.isdigit() else value
+        status = (
+            int(value)
+            if isinstance(value, str) and value.isascii() and value.isdigit()
+            else value
+        )
         if isinstance(status, int) and status in _STATUS_ERROR_TYPES:
             return _STATUS_ERROR_TYPES[status], message
     return "api_error", message
