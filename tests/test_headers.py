@@ -9,7 +9,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from ccrouter.config import parseConfig
-from ccrouter.headers import clientResponseHeaders, upstreamRequestHeaders
+from ccrouter.headers import (
+    clientResponseHeaders,
+    copyHeaders,
+    upstreamRequestHeaders,
+)
 
 CONFIG = parseConfig(
     """
@@ -171,3 +175,51 @@ class ResponseIdTests(SynchronousTestCase):
         )
         self.assertIsNone(headers.getRawHeaders(b"x-ccrouter-request-id"))
         self.assertEqual(headers.getRawHeaders(b"x-ok"), [b"1"])
+
+
+class CopyHeadersTests(SynchronousTestCase):
+    def test_sameAsSetRawHeaders(self) -> None:
+        """
+        L{copyHeaders} leaves a L{Headers} exactly as setting each header
+        with C{setRawHeaders} does: the same names (canonical, special
+        cases included), values, order, and replaced values in place.
+        """
+        source = Headers()
+        for name, value in (
+            (b"content-type", b"text/event-stream"),
+            (b"ETAG", b'"x"'),
+            (b"te", b"trailers"),
+            (b"www-authenticate", b"Bearer"),
+            (b"x-xss-protection", b"0"),
+            (b"X-Multi", b"a"),
+            (b"x-multi", b"b"),
+            (b"X-Folded", b"one\r\n two"),
+            (b"x-ccrouter-request-id", b"ccr_upstream"),
+        ):
+            source.addRawHeader(name, value)
+        expected = Headers({b"X-Ccrouter-Request-Id": [b"ccr_1"], b"Server": [b"x"]})
+        copied = Headers({b"X-Ccrouter-Request-Id": [b"ccr_1"], b"Server": [b"x"]})
+        for name, values in source.getAllRawHeaders():
+            expected.setRawHeaders(name, list(values))
+        copyHeaders(copied, source.getAllRawHeaders())
+        self.assertEqual(
+            list(copied.getAllRawHeaders()), list(expected.getAllRawHeaders())
+        )
+        # The copy has lists of its own.
+        source.addRawHeader(b"x-multi", b"c")
+        self.assertEqual(copied.getRawHeaders(b"x-multi"), [b"a", b"b"])
+
+    def test_filteredHeadersCopy(self) -> None:
+        """
+        The headers sent upstream copy (as the Agent does, to add C{Host})
+        into equal headers of their own.
+        """
+        headers = upstreamRequestHeaders(claudeCodeHeaders(), DEFAULT)
+        copied = headers.copy()
+        self.assertEqual(
+            list(copied.getAllRawHeaders()), list(headers.getAllRawHeaders())
+        )
+        copied.addRawHeader(b"host", b"api.anthropic.com")
+        copied.addRawHeader(b"x-multi", b"c")
+        self.assertFalse(headers.hasHeader(b"host"))
+        self.assertEqual(headers.getRawHeaders(b"x-multi"), [b"a", b"b"])
