@@ -22,6 +22,7 @@ target must be a plain path that stays under the upstream's base path.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import re
@@ -100,7 +101,10 @@ def parseHost(value: bytes) -> str | None:
     return name.decode("ascii").lower()
 
 
+@functools.lru_cache(maxsize=256)
 def isLoopback(name: str) -> bool:
+    # Remembered: every request asks about its Host, and parsing an address
+    # costs a third of all the checks here.
     if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:

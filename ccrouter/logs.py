@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import re
 import select
@@ -67,6 +68,9 @@ FIELD_LIMIT = 256
 RETRY_SECONDS = 1.0
 #: What may wait for a slow standard output before lines are dropped.
 MAX_QUEUED_BYTES = 1024 * 1024
+#: How long the standard output's writer lets lines gather before writing
+#: them out together.
+GATHER_SECONDS = 0.005
 #: How long an exiting process waits for its queued lines to be written,
 #: in all (standard output and standard error share it).
 EXIT_DRAIN_SECONDS = 2.0
@@ -109,6 +113,36 @@ def _shapeRedacted(match: re.Match[str]) -> str:
     return kept + REDACTED
 
 
+#: What a text must contain, lower-cased, for L{_SECRET_SHAPES} to match in
+#: it: one of the prefixes, or a query separator, a C{=} and one of the
+#: names (C{signature} contains C{sig}).
+_SHAPE_PREFIXES = ("sk-", "aiza", "bearer")
+_QUERY_SEPARATORS = ("?", "&", ";")
+_QUERY_NAMES = ("key", "token", "secret", "password", "sig", "auth")
+
+
+def _mayHoldShape(text: str) -> bool:
+    """
+    Whether L{_SECRET_SHAPES} could match in C{text}; C{False} only when it
+    certainly cannot.  The regular expression tries each of its branches at
+    every character, which costs tens of microseconds on a log line; these
+    substring tests cost a fraction of that.  They are exact for ASCII text
+    only: under C{IGNORECASE}, C{re} also lets a few non-ASCII letters
+    (dotless i, long s) stand for ASCII ones, so other text always gets the
+    regular expression.
+    """
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    if any(prefix in lowered for prefix in _SHAPE_PREFIXES):
+        return True
+    return (
+        "=" in text
+        and any(separator in text for separator in _QUERY_SEPARATORS)
+        and any(name in lowered for name in _QUERY_NAMES)
+    )
+
+
 def redact(text: str) -> str:
     """
     C{text} with every known secret value, and everything shaped like a
@@ -122,7 +156,14 @@ def redact(text: str) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if not _mayHoldShape(text):
+        return text
     return _SECRET_SHAPES.sub(_shapeRedacted, text)
+
+
+#: What C{json.dumps(value, separators=(",", ":"))} does, without making a
+#: new encoder for every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class JSONFields(dict[str, Any]):
@@ -133,7 +174,7 @@ class JSONFields(dict[str, Any]):
 
     def __str__(self) -> str:
         # ASCII only: a log line must not carry what a terminal would act on.
-        return json.dumps(self, separators=(",", ":"))
+        return _COMPACT_JSON.encode(self)
 
     def __format__(self, spec: str) -> str:
         # The JSON log keeps str() of each field for formatting it later.
@@ -196,10 +237,80 @@ def sanitizeEvent(event: LogEvent) -> LogEvent:
     return safe
 
 
+class _SecondStamps:
+    """
+    C{formatTime(when, timeFormatRFC3339)}, which shows whole seconds, worked
+    out once per second rather than once per line (finding the local UTC
+    offset and formatting a date cost more than the rest of a line).
+    """
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._stamp = ""
+
+    def __call__(self, when: float | None) -> str:
+        if when is None:
+            return formatTime(when, timeFormatRFC3339)
+        second = math.floor(when)
+        if when - second > _LAST_SAFE_FRACTION:
+            # datetime rounds to the microsecond, which may carry this moment
+            # into the next second.
+            return formatTime(when, timeFormatRFC3339)
+        if second != self._second:
+            self._stamp = formatTime(when, timeFormatRFC3339)
+            self._second = second
+        return self._stamp
+
+
+#: Any moment this far into its second, or less, shows that second.
+_LAST_SAFE_FRACTION = 0.999998
+
+
+#: A format that is one field and nothing else, as the request log's.
+_ONE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+
+
 def _formatText(event: LogEvent) -> str | None:
-    return formatEventAsClassicLogText(
-        event, formatTime=lambda when: formatTime(when, timeFormatRFC3339)
+    return _formatOneField(event) or formatEventAsClassicLogText(
+        event, formatTime=_TEXT_STAMPS
     )
+
+
+def _formatOneField(event: LogEvent) -> str | None:
+    """
+    What L{formatEventAsClassicLogText} makes of an event whose format is a
+    single field (the request log's, once per request), made directly:
+    Twisted's general formatter parses the format string anew for every
+    event, which cost as much as the rest of the line.  L{None} for any
+    other event, or one that needs more than the plain case (a failure, a
+    system, a flattened event, a field missing or failing to format).
+    """
+    logFormat = event.get("log_format")
+    if (
+        not isinstance(logFormat, str)
+        or "log_failure" in event
+        or "log_system" in event
+        or "log_flattened" in event
+    ):
+        return None
+    match = _ONE_FIELD.match(logFormat)
+    if match is None or match.group(1) not in event:
+        return None
+    try:
+        text = format(event[match.group(1)], "")
+    except Exception:  # noqa: BLE001 - the general formatter says why
+        return None
+    if not text:
+        return None
+    level = event.get("log_level")
+    system = "{}#{}".format(
+        event.get("log_namespace", "-"), "-" if level is None else level.name
+    )
+    line = f"{_TEXT_STAMPS(event.get('log_time'))} [{system}] {text}"
+    return line.replace("\n", "\n\t") + "\n"
+
+
+_TEXT_STAMPS = _SecondStamps()
 
 
 def _formatJSON(event: LogEvent) -> str | None:
@@ -333,6 +444,8 @@ class BackgroundWriter:
         self._condition = threading.Condition()
         self._owner: int | None = None
         self._settleBy: float | None = None
+        #: Whether the writing thread waits for a line (and must be woken).
+        self._idle = True
 
     def write(self, data: bytes) -> None:
         """
@@ -346,7 +459,8 @@ class BackgroundWriter:
             self._queue.append(data)
             self._queued += len(data)
             self._ensureThread()
-            self._condition.notify_all()
+            if self._idle:
+                self._condition.notify_all()
         if self._settleBy is not None:
             self.flush(self._settleBy - time.monotonic())
 
@@ -393,12 +507,20 @@ class BackgroundWriter:
         while True:
             with self._condition:
                 while not self._queue:
+                    self._idle = True
                     self._condition.wait()
-                data = self._queue[0]
-            self._writeOut(data)
+                self._idle = False
+            # The lines of a busy moment are let gather and go out in one
+            # write: waking this thread and making a system call for every
+            # line cost the serving thread more than formatting the line.
+            time.sleep(GATHER_SECONDS)
             with self._condition:
-                self._queue.popleft()
-                self._queued -= len(data)
+                lines = list(self._queue)
+            self._writeOut(lines)
+            with self._condition:
+                for line in lines:
+                    self._queue.popleft()
+                    self._queued -= len(line)
                 if not self._queue and self._overflowed and self._note is not None:
                     note = self._note(
                         f"{self._overflowed} log lines were dropped: the output"
@@ -409,7 +531,8 @@ class BackgroundWriter:
                     self._queued += len(note)
                 self._condition.notify_all()
 
-    def _writeOut(self, data: bytes) -> None:
+    def _writeOut(self, lines: list[bytes]) -> None:
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
         view = memoryview(data)
         try:
             while view:
@@ -421,7 +544,17 @@ class BackgroundWriter:
                     continue
                 view = view[written:]
         except OSError as e:
+            # Lost: the line the failure cut, and every line after it.
+            unsent = len(view)
+            lost = 0
+            for line in reversed(lines):
+                if unsent <= 0:
+                    break
+                unsent -= len(line)
+                lost += 1
             self.problems.failed(e)
+            for _ in range(lost - 1):
+                self.problems.dropLine()
             return
         self.problems.succeeded()
 

@@ -230,6 +230,21 @@ class Stats:
         )
         self._liveCollector = _LiveCollector(live)
         registry.register(self._liveCollector)
+        #: The child of each metric for each set of label values used so
+        #: far; as bounded as the label values (see L{ModelLabels}).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """
+        C{metric.labels(*labels)}, remembered: C{labels} checks its
+        arguments and takes a lock every time, which made it the larger
+        part of counting a request.  Children are never removed here.
+        """
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def refreshLive(self) -> None:
         """
@@ -250,12 +265,13 @@ class Stats:
         """
         target = record.target or NO_TARGET
         model = self._models.label(record.upstreamModel, self._knownModels())
-        self._requests.labels(target, model, statusClass(record.status)).inc()
+        child = self._child
+        child(self._requests, target, model, statusClass(record.status)).inc()
         if record.error is not None:
-            self._errors.labels(target, model, record.error).inc()
+            child(self._errors, target, model, record.error).inc()
         path = record.failoverPath
         for before, after in itertools.pairwise(path):
-            self._failovers.labels(before, after).inc()
+            child(self._failovers, before, after).inc()
         usage = record.usage
         total = 0
         for kind, value in (
@@ -265,12 +281,12 @@ class Stats:
             ("cache_write", usage.cacheWriteTokens),
         ):
             if value:
-                self._tokens.labels(target, model, kind).inc(value)
+                child(self._tokens, target, model, kind).inc(value)
                 total += value
         if record.firstByteAt is not None:
-            self._ttfb.labels(target).observe(record.firstByteAt - record.startedAt)
+            child(self._ttfb, target).observe(record.firstByteAt - record.startedAt)
         if record.endedAt is not None:
-            self._duration.labels(target).observe(record.endedAt - record.startedAt)
+            child(self._duration, target).observe(record.endedAt - record.startedAt)
         self._recent.appendleft(record.fields())
         if total and record.target is not None:
             self._addTokens(record.target, total)

@@ -20,7 +20,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
-from twisted.logger import LogLevel, eventAsJSON
+from twisted.logger import (
+    LogLevel,
+    eventAsJSON,
+    formatEventAsClassicLogText,
+    formatTime,
+    timeFormatRFC3339,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -640,3 +646,52 @@ class ReadableRecordTests(SynchronousTestCase):
         self.assertNotIn("\x1b", line)
         self.assertNotIn("\u2028", line)
         self.assertEqual(json.loads(line.split("] ", 1)[1]), dict(record))
+
+
+class TextFormatTests(SynchronousTestCase):
+    def test_sameAsTwisted(self) -> None:
+        """
+        The text log's lines are Twisted's classic text lines, whether an
+        event takes the direct way for one-field formats (the request log's)
+        or Twisted's general formatter; and a time stamp shows the second
+        Twisted shows, wherever in the second the event falls.
+        """
+
+        class Shouty:
+            def __format__(self, spec: str) -> str:
+                raise ValueError("no")
+
+        record = JSONFields(request_id="ccr_1", path="/v1/messages", n=1)
+        base: dict[str, Any] = {
+            "log_format": "{request}",
+            "log_namespace": "ccrouter.requests",
+            "log_level": LogLevel.info,
+            "log_time": 1_700_000_000.25,
+            "request": record,
+        }
+        events: list[dict[str, Any]] = [
+            base,
+            {**base, "log_time": 1_700_000_000.9999997},
+            {**base, "log_time": None},
+            {**base, "request": "two\nlines"},
+            {**base, "request": ""},
+            {**base, "request": 12.5},
+            {**base, "request": Shouty()},
+            {**base, "log_format": "{missing}"},
+            {**base, "log_format": "{request!r}"},
+            {**base, "log_format": "{request} and more"},
+            {**base, "log_system": "a system"},
+            {**base, "log_level": None},
+            {k: v for k, v in base.items() if k != "log_namespace"},
+            {**base, "log_failure": Failure(ValueError("x"))},
+            {"log_format": "plain", "log_time": 1_700_000_000.0},
+        ]
+        for event in events:
+            self.assertEqual(
+                logs._formatText(event),
+                formatEventAsClassicLogText(
+                    event, formatTime=lambda when: formatTime(when, timeFormatRFC3339)
+                ),
+                event,
+            )
+        self.assertIsNotNone(logs._formatOneField(base))

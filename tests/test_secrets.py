@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,8 +24,10 @@ from twisted.web.server import Request
 
 from ccrouter.hardening import configSecrets, isDumpable, makeNonDumpable
 from ccrouter.logs import (
+    _SECRET_SHAPES,
     FIELD_LIMIT,
     REDACTED,
+    _shapeRedacted,
     escapeControls,
     loggable,
     redact,
@@ -672,3 +676,58 @@ class ArgvTests(HTTPCase):
         )
         for secret in (key, token):
             self.assertNotIn(secret, command)
+
+
+class RedactionShortcutTests(SynchronousTestCase):
+    """
+    L{redact} skips the secret-shape expression on text it cannot match;
+    the shortcut must never skip one it would.
+    """
+
+    @settings(max_examples=2000, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    "sk-",
+                    "SK-ant-",
+                    "AIza",
+                    "aiZA",
+                    "Bearer ",
+                    "bearer\t",
+                    "?",
+                    "&",
+                    ";",
+                    "=",
+                    "key",
+                    "TOKEN",
+                    "Secret",
+                    "password",
+                    "sig",
+                    "signature",
+                    "AUTH",
+                    "x_",
+                    "-",
+                    "abcdefgh",
+                    "12345678",
+                    " ",
+                    "/",
+                    "\u0131",
+                    "\u017f",
+                    "K",
+                    "\u212a",
+                    "é",
+                    "?sig=",
+                    "&x_signature=",
+                    ";auth=",
+                    "?api_key=",
+                    "&Token=",
+                    "?password=",
+                    "&client_secret=",
+                ]
+            ),
+            max_size=12,
+        ).map("".join)
+    )
+    def test_sameAsTheExpression(self, text: str) -> None:
+        self.assertEqual(redact(text), _SECRET_SHAPES.sub(_shapeRedacted, text))
