@@ -5,7 +5,9 @@ The outbound side: one persistent connection pool shared by every upstream.
 
 from __future__ import annotations
 
-from attrs import frozen
+from collections.abc import Callable
+
+from attrs import field, frozen
 from twisted.application.service import Service
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import Deferred
@@ -64,8 +66,24 @@ class UpstreamEndpoints:
     reactor: object
     connectTimeout: float
     policy: IPolicyForHTTPS
+    #: Each endpoint made, by scheme, host and port.  The Agent asks for an
+    #: endpoint on every request, before it looks in the pool; for HTTPS a
+    #: new one means new TLS client options (an OpenSSL context and the
+    #: trust store set up again), which cost more than the rest of a
+    #: request.  An endpoint connects as often as it is asked to, and a host
+    #: name is resolved again on each connect.
+    _endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = field(
+        factory=dict, init=False, eq=False, repr=False
+    )
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            endpoint = self._endpoints[key] = self._newEndpoint(uri)
+        return endpoint
+
+    def _newEndpoint(self, uri: URI) -> IStreamClientEndpoint:
         host = uri.host.decode("ascii")
         endpoint: IStreamClientEndpoint
         if isIPAddress(host):
@@ -96,20 +114,34 @@ class PooledAgents(Service):
     Stopping the service closes the idle pooled connections.
     """
 
-    #: Idle connections kept per upstream host; concurrency is not capped by it.
-    maxPersistentPerHost = 16
+    #: Idle connections kept per upstream host when nothing says how many
+    #: requests may be in flight (ccrouter's default C{max_streams}).
+    maxPersistentPerHost = 64
     #: Below the idle timeouts of common CDNs, so a pooled connection is not
     #: closed under a POST that cannot be retried.
     cachedConnectionTimeout = 50
 
-    def __init__(self, reactor: object) -> None:
+    def __init__(
+        self, reactor: object, maxPerHost: Callable[[], int] | None = None
+    ) -> None:
+        """
+        @param maxPerHost: Returns how many requests may be in flight at
+            once (C{server.max_streams}, which a reload may change): that
+            many idle connections are kept per upstream host, so a burst at
+            full concurrency finds a pooled connection for each request
+            instead of closing the surplus and dialling new ones (a TCP, and
+            for HTTPS a TLS, handshake each).
+        """
         self._reactor = reactor
         self._pool = _QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = self.maxPersistentPerHost
         self._pool.cachedConnectionTimeout = self.cachedConnectionTimeout
+        self._maxPerHost = maxPerHost
         self._agents: dict[float, IAgent] = {}
 
     def agentFor(self, upstream: Upstream) -> IAgent:
+        if self._maxPerHost is not None:
+            self._pool.maxPersistentPerHost = self._maxPerHost()
         timeout = upstream.timeouts.connect
         agent = self._agents.get(timeout)
         if agent is None:

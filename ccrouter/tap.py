@@ -5,6 +5,7 @@ C{twistd ccrouter}: command-line options and the service tree.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import sys
@@ -240,6 +241,19 @@ def exposedAddress(address: object) -> str | None:
     return None if ip.is_loopback else address.host
 
 
+def freezeStartupHeap() -> None:
+    """
+    Move everything alive once ccrouter has started (modules, the config,
+    the service tree: some 60 000 objects) out of the garbage collector's
+    sight.  They stay for the life of the process, yet every full
+    collection walked them all: tens of milliseconds during which no
+    stream moves, about once a second under load.  Objects made from now
+    on are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     """
     The service tree for C{twistd ccrouter}: the file watcher, the shared
@@ -256,6 +270,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
         # The process twistd runs; tests bring their own reactor and keep
         # their own process as it is.
         hardenProcess(os.environ)
+        reactor.callWhenRunning(freezeStartupHeap)
     configPath = options["config"]
     environ = dict(os.environ)
     try:
@@ -293,7 +308,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
         ),
     )
     watcher.setServiceParent(top)
-    agents = PooledAgents(reactor)
+    agents = PooledAgents(reactor, lambda: live.config.server.limits.maxStreams)
     agents.setServiceParent(top)
     site = ProxySite(
         resourceTree(live, agents.agentFor, reactor),

@@ -5,6 +5,7 @@ reactor.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,13 @@ from ccrouter.agents import (
     PooledAgents,
     UpstreamEndpoints,
 )
-from ccrouter.tap import ListeningService, Options, loadConfig, makeService
+from ccrouter.tap import (
+    ListeningService,
+    Options,
+    freezeStartupHeap,
+    loadConfig,
+    makeService,
+)
 from ccrouter.watch import Watcher
 
 
@@ -205,6 +212,18 @@ class MakeServiceTests(SynchronousTestCase):
             return pipe.read()
 
 
+class StartupHeapTests(SynchronousTestCase):
+    def test_startupHeapFrozen(self) -> None:
+        """
+        What is alive at start-up is moved out of the collector's way (full
+        collections walk only what was made since).
+        """
+        self.addCleanup(gc.unfreeze)
+        before = gc.get_freeze_count()
+        freezeStartupHeap()
+        self.assertGreater(gc.get_freeze_count(), before)
+
+
 class UpstreamEndpointTests(SynchronousTestCase):
     def endpointFor(self, url: bytes) -> object:
         endpoints = UpstreamEndpoints(
@@ -239,6 +258,40 @@ class UpstreamEndpointTests(SynchronousTestCase):
     def test_httpsIsWrappedInTLS(self) -> None:
         endpoint = self.endpointFor(b"https://api.z.ai/api/anthropic")
         self.assertIsInstance(endpoint._wrappedEndpoint, HostnameEndpoint)  # type: ignore[attr-defined]
+
+    def test_endpointsAreReused(self) -> None:
+        """
+        One endpoint (for HTTPS, one set of TLS client options) per scheme,
+        host and port, whatever the path, rather than one per request.
+        """
+        endpoints = UpstreamEndpoints(
+            MemoryReactorClock(), 5.0, BrowserLikePolicyForHTTPS()
+        )
+        first = endpoints.endpointForURI(
+            URI.fromBytes(b"https://api.z.ai/api/anthropic/v1/messages")
+        )
+        again = endpoints.endpointForURI(
+            URI.fromBytes(b"https://api.z.ai/api/anthropic/v1/models?x=1")
+        )
+        self.assertIs(first, again)
+        for other in (b"http://api.z.ai/", b"https://api.z.ai:8443/", b"https://z.ai/"):
+            self.assertIsNot(endpoints.endpointForURI(URI.fromBytes(other)), first)
+
+    def test_poolKeepsAConnectionPerRequestInFlight(self) -> None:
+        """
+        The pool keeps as many idle connections per upstream host as
+        requests may be in flight (C{server.max_streams}, as it is now), so
+        a burst at full concurrency does not close connections only to dial
+        them again.
+        """
+        limit = [64]
+        agents = PooledAgents(MemoryReactorClock(), lambda: limit[0])
+        upstream = loadConfig(None, {}).default
+        agents.agentFor(upstream)
+        self.assertEqual(agents._pool.maxPersistentPerHost, 64)
+        limit[0] = 200
+        agents.agentFor(upstream)
+        self.assertEqual(agents._pool.maxPersistentPerHost, 200)
 
 
 class ExposedAddressTests(SynchronousTestCase):
