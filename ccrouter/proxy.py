@@ -12,14 +12,11 @@ import zlib
 from collections.abc import Callable
 from typing import Any, cast
 
-from attrs import frozen
-from treq.client import HTTPClient
 from treq.response import _Response
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
-    IProtocol,
     IPushProducer,
     IReactorTime,
 )
@@ -33,7 +30,7 @@ from twisted.web.client import (  # type: ignore[attr-defined]
 )
 from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -68,7 +65,7 @@ from ccrouter.failures import (
     isConnectTimeout,
 )
 from ccrouter.hardening import withoutCredential
-from ccrouter.headers import clientResponseHeaders
+from ccrouter.headers import clientResponseHeaders, copyHeaders
 from ccrouter.live import LiveState
 from ccrouter.logs import loggable
 from ccrouter.outcomes import outcomeOfStatus
@@ -82,6 +79,8 @@ from ccrouter.requestlog import (
 from ccrouter.routing import Plan, planRequest
 from ccrouter.translate.response import messageId, translateError, translateResponse
 from ccrouter.translate.stream import StreamTranslator
+from ccrouter.upstreamclient import UndecodedResponse, UpstreamClients
+from ccrouter.writethrough import disableWriteThrough, enableWriteThrough
 
 #: Returns the agent that reaches an upstream (one shared connection pool).
 AgentFor = Callable[[Upstream], IAgent]
@@ -131,7 +130,7 @@ class ProxyResource(Resource):
     ) -> None:
         super().__init__()
         self._live = live
-        self._agentFor = agentFor
+        self._clients = UpstreamClients(agentFor)
         self._clock = clock
 
     def render(self, request: Request) -> int | bytes:
@@ -173,7 +172,7 @@ class ProxyResource(Resource):
             request=request,
             plan=plan,
             live=live,
-            agentFor=self._agentFor,
+            clients=self._clients,
             clock=self._clock,
             sendBody=hasBody,
             record=record,
@@ -203,61 +202,6 @@ class _BytesProducer:
 
     def stopProducing(self) -> None:
         pass
-
-
-@implementer(IResponse)
-class _UndecodedResponse:
-    """
-    An upstream response as treq's wrappers are allowed to see it: without
-    C{Content-Encoding}, so treq never decodes it.  The body reaches the
-    client byte for byte, with the upstream's real headers, which stay in
-    C{upstreamHeaders}.
-    """
-
-    def __init__(self, original: IResponse) -> None:
-        self._original = original
-        self.upstreamHeaders = original.headers
-        self.headers = original.headers.copy()
-        self.headers.removeHeader(b"content-encoding")
-        self.version = original.version
-        self.code = original.code
-        self.phrase = original.phrase
-        self.length = original.length
-        self.request = original.request
-        self.previousResponse = original.previousResponse
-
-    def deliverBody(self, protocol: IProtocol) -> None:
-        self._original.deliverBody(protocol)
-
-    def setPreviousResponse(self, response: IResponse) -> None:
-        self.previousResponse = response
-
-
-@implementer(IAgent)
-@frozen
-class _VerbatimAgent:
-    """
-    Sits under treq's own agent wrappers, which always ask for gzip and
-    decode it.  An upstream that honours that compresses the SSE stream, and
-    gzip only decodes per deflate block, holding events back; so the request
-    asks for C{identity} only, and whatever encoding comes back anyway is
-    passed through untouched.
-    """
-
-    _agent: IAgent
-
-    def request(
-        self,
-        method: bytes,
-        uri: bytes,
-        headers: Headers | None = None,
-        bodyProducer: IBodyProducer | None = None,
-    ) -> Deferred[IResponse]:
-        pinned = Headers() if headers is None else headers.copy()
-        pinned.setRawHeaders(b"accept-encoding", [b"identity"])
-        return self._agent.request(method, uri, pinned, bodyProducer).addCallback(
-            _UndecodedResponse
-        )
 
 
 class _Discard(Protocol):
@@ -329,7 +273,7 @@ class _Exchange:
         request: Request,
         plan: Plan,
         live: LiveState,
-        agentFor: AgentFor,
+        clients: UpstreamClients,
         clock: IReactorTime,
         sendBody: bool,
         record: RequestRecord,
@@ -338,7 +282,7 @@ class _Exchange:
         self._requestRecord = record
         self._plan = plan
         self._live = live
-        self._agentFor = agentFor
+        self._clients = clients
         self._clock = clock
         self._sendBody = sendBody
         self._remaining = list(plan.attempts)
@@ -421,17 +365,18 @@ class _Exchange:
         # Only what goes upstream counts as an attempt.
         self._noteAttempt()
         self._translation = outbound.translation
-        # A fresh HTTPClient per request: its cookie jar must not carry one
-        # upstream's cookies into another client's request.
-        client = HTTPClient(_VerbatimAgent(self._agentFor(self._upstream)))
+        clients = self._clients
+        client = clients.clientFor(self._upstream)
+        url = clients.parsedURL(outbound.url)
         self._headersTimer = self._clock.callLater(
             self._headersTimeout, self._headersTimedOut
         )
         sendBody = self._sendBody or outbound.translation is not None
         pending = client.request(
             request.method.decode("ascii"),
-            outbound.url,
+            url,
             headers=outbound.headers,
+            cookies=clients.noCookies,
             data=_BytesProducer(outbound.body) if sendBody else None,
             allow_redirects=False,
             unbuffered=True,
@@ -549,7 +494,7 @@ class _Exchange:
             response.deliverBody(_Discard())
             return
         original = response.original
-        assert isinstance(original, _UndecodedResponse)
+        assert isinstance(original, UndecodedResponse)
         upstreamHeaders = original.upstreamHeaders
         outcome = outcomeOfStatus(
             response.code,
@@ -595,7 +540,7 @@ class _Exchange:
     def _relayResponse(self, response: _Response) -> None:
         request = self._request
         original = response.original
-        assert isinstance(original, _UndecodedResponse)
+        assert isinstance(original, UndecodedResponse)
         headers = clientResponseHeaders(original.upstreamHeaders)
         self._copyResponseHead(response.code, response.phrase, headers)
         framedByLength = (
@@ -613,6 +558,8 @@ class _Exchange:
         eventStream = contentType.split(b";", 1)[0].strip().lower() == (
             b"text/event-stream"
         )
+        if eventStream:
+            self._writeThrough()
         # Status and headers go out now, before any body byte, so the client
         # sees the stream start as soon as the upstream does.
         request.write(b"")
@@ -633,14 +580,24 @@ class _Exchange:
         )
         response.deliverBody(self._relay)
 
+    def _writeThrough(self) -> None:
+        """
+        An event stream: each event goes to the client as soon as it is
+        written (see L{ccrouter.writethrough}), until the response is over.
+        """
+        transport = getattr(self._request.channel, "transport", None)
+        if enableWriteThrough(transport):
+            self._request.notifyFinish().addBoth(
+                lambda _: disableWriteThrough(transport)
+            )
+
     def _copyResponseHead(self, code: int, phrase: bytes, headers: Headers) -> None:
         request = self._request
         request.setResponseCode(code, phrase)
         for name in _SERVER_DEFAULTS:
             request.responseHeaders.removeHeader(name)
         request.defaultContentType = None
-        for name, values in headers.getAllRawHeaders():
-            request.responseHeaders.setRawHeaders(name, list(values))
+        copyHeaders(request.responseHeaders, headers.getAllRawHeaders())
 
     def _answerExhausted(self, response: _Response) -> None:
         """
@@ -657,7 +614,7 @@ class _Exchange:
         self._errorBody = collector
         response.deliverBody(collector)
         original = response.original
-        assert isinstance(original, _UndecodedResponse)
+        assert isinstance(original, UndecodedResponse)
         headers = clientResponseHeaders(original.upstreamHeaders)
 
         def answer(body: bytes | None) -> None:
@@ -690,7 +647,7 @@ class _Exchange:
         self._errorBody = collector
         response.deliverBody(_decoded(response, collector, _ERROR_BODY_LIMIT))
         original = response.original
-        assert isinstance(original, _UndecodedResponse)
+        assert isinstance(original, UndecodedResponse)
         headers = clientResponseHeaders(original.upstreamHeaders)
         encoding = _firstHeader(original.upstreamHeaders, "content-encoding")
         # Only gzip is read through; a body in another coding could be
@@ -807,7 +764,7 @@ class _Exchange:
         self._errorBody = collector
         response.deliverBody(_decoded(response, collector, limit))
         original = response.original
-        assert isinstance(original, _UndecodedResponse)
+        assert isinstance(original, UndecodedResponse)
         retryAfter = _firstHeader(original.upstreamHeaders, "retry-after")
 
         def answer(body: bytes | None) -> None:
@@ -983,7 +940,7 @@ class _Gunzip(Protocol):
 
 def _decoded(response: _Response, protocol: Protocol, limit: int = 1 << 24) -> Protocol:
     original = response.original
-    assert isinstance(original, _UndecodedResponse)
+    assert isinstance(original, UndecodedResponse)
     encoding = _firstHeader(original.upstreamHeaders, "content-encoding")
     if encoding is not None and encoding.strip().lower() in ("gzip", "x-gzip"):
         return _Gunzip(protocol, limit)

@@ -1,0 +1,95 @@
+# -*- test-case-name: tests.test_writethrough -*-
+"""
+Writing an event stream to a client's TCP connection at once.
+
+Twisted buffers whatever a protocol writes and sends it once the reactor
+next finds the socket writable: for every write it registers the socket
+for writability, goes round the event loop, sends, and unregisters it (two
+C{epoll_ctl} calls and a loop iteration per write).  For a relayed SSE
+stream, one write per upstream event, that bookkeeping cost more than the
+send itself, and each event waited for every other connection's reads of
+the same loop iteration before it went out.
+
+While write-through is on, a write that finds nothing buffered is handed to
+the socket there and then; whatever the socket does not take (and every
+write while anything is still buffered, so the order never changes) goes
+through Twisted's buffer as before, with its flow control.  The bytes are
+the same; only when they leave changes.  Only a plain TCP connection
+without TLS is written through; any other transport is left as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.internet import tcp
+
+#: The attributes an enabled transport carries on its instance, in front of
+#: its class's methods.
+_OVERRIDES = ("write", "writeSequence")
+
+
+def enableWriteThrough(transport: object) -> bool:
+    """
+    Write to C{transport} through to its socket from now on, until
+    L{disableWriteThrough}.
+
+    @return: Whether it is written through (a plain TCP server connection
+        that is still open).
+    """
+    if type(transport) is not tcp.Server:
+        return False
+    if "writeSequence" in vars(transport):
+        return True
+    if transport.TLS or not transport.connected:
+        return False
+    buffered = tcp.Server.writeSequence.__get__(transport)
+    sock = transport.socket
+
+    def writeSequence(iovec: Iterable[bytes]) -> None:
+        iovec = list(iovec)
+        if (
+            transport.connected
+            and not transport.disconnecting
+            and not transport._writeDisconnecting
+            and not transport._writeDisconnected
+            and not transport._tempDataLen
+            and transport.offset == len(transport.dataBuffer)
+            and not transport.TLS
+            and all(type(piece) is bytes for piece in iovec)
+        ):
+            data = b"".join(iovec)
+            if not data:
+                return
+            try:
+                sent = sock.send(data)
+            except OSError:
+                # Full (EAGAIN) or broken: Twisted's own write finds out
+                # which, and handles it as it always does.
+                sent = 0
+            if sent == len(data):
+                return
+            iovec = [data[sent:]]
+        buffered(iovec)
+
+    def write(data: bytes) -> None:
+        if type(data) is not bytes:
+            # Twisted's own write refuses it, as it always did.
+            tcp.Server.write(transport, data)
+            return
+        writeSequence((data,))
+
+    transport.writeSequence = writeSequence  # type: ignore[method-assign]
+    transport.write = write  # type: ignore[method-assign]
+    return True
+
+
+def disableWriteThrough(transport: object) -> None:
+    """
+    Let Twisted buffer every write to C{transport} again.
+    """
+    attributes = getattr(transport, "__dict__", None)
+    if attributes is None:
+        return
+    for name in _OVERRIDES:
+        attributes.pop(name, None)

@@ -1,0 +1,176 @@
+"""
+Tests for L{ccrouter.writethrough}, on real loopback connections.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from ccrouter.writethrough import disableWriteThrough, enableWriteThrough
+
+
+class _Accepted(Protocol):
+    def __init__(self, accepted: Deferred[_Accepted]) -> None:
+        self._accepted = accepted
+
+    def connectionMade(self) -> None:
+        self._accepted.callback(self)
+
+
+@implementer(IPushProducer)
+class _Producer:
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class WriteThroughTests(TestCase):
+    async def connect(
+        self, sendBuffer: int | None = None
+    ) -> tuple[_Accepted, socket.socket]:
+        """
+        A server-side protocol on a real TCP connection, and the blocking
+        client socket at the other end.
+        """
+        accepted: Deferred[_Accepted] = Deferred()
+        factory = Factory.forProtocol(lambda: _Accepted(accepted))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        protocol = await accepted
+        if sendBuffer is not None:
+            protocol.transport.socket.setsockopt(  # type: ignore[union-attr]
+                socket.SOL_SOCKET, socket.SO_SNDBUF, sendBuffer
+            )
+        self.addCleanup(protocol.transport.abortConnection)  # type: ignore[union-attr]
+        return protocol, client
+
+    @staticmethod
+    async def receive(client: socket.socket, size: int) -> bytes:
+        """
+        Read C{size} bytes from C{client}, letting the reactor run (it may
+        have buffered writes to send) while none are there; at most 10 s.
+        """
+        client.setblocking(False)
+        received = bytearray()
+        deadline = reactor.seconds() + 10  # type: ignore[attr-defined]
+        while len(received) < size and reactor.seconds() < deadline:  # type: ignore[attr-defined]
+            try:
+                chunk = client.recv(size - len(received))
+            except BlockingIOError:
+                await deferLater(reactor, 0.01, lambda: None)
+                continue
+            if not chunk:
+                break
+            received.extend(chunk)
+        return bytes(received)
+
+    async def test_writtenAtOnce(self) -> None:
+        """
+        A write reaches the socket before the reactor runs again: nothing is
+        left in the transport's buffer, and the socket is not registered for
+        writability.
+        """
+        protocol, client = await self.connect()
+        transport = protocol.transport
+        self.assertTrue(enableWriteThrough(transport))
+        assert transport is not None
+        transport.write(b"event: a\n\n")
+        transport.writeSequence([b"1a\r\n", b"data: b\n\n", b"\r\n"])
+        self.assertEqual(transport._tempDataLen, 0)  # type: ignore[attr-defined]
+        self.assertNotIn(transport, reactor.getWriters())  # type: ignore[attr-defined]
+        expected = b"event: a\n\n1a\r\ndata: b\n\n\r\n"
+        self.assertEqual(await self.receive(client, len(expected)), expected)
+
+    async def test_fullSocketKeepsOrderAndFlowControl(self) -> None:
+        """
+        When the socket takes only part of a write, the rest, and every
+        write after it, waits in Twisted's buffer: the peer gets every byte
+        in order, and a streaming producer is paused as the buffer fills.
+        """
+        protocol, client = await self.connect(sendBuffer=4096)
+        transport = protocol.transport
+        assert transport is not None
+        producer = _Producer()
+        transport.registerProducer(producer, True)  # type: ignore[attr-defined]
+        enableWriteThrough(transport)
+        pieces = [bytes([65 + i % 26]) * 1000 + b"%06d" % i for i in range(400)]
+        for piece in pieces:
+            transport.write(piece)
+        self.assertGreater(transport._tempDataLen, 0)  # type: ignore[attr-defined]
+        self.assertTrue(producer.paused)
+        expected = b"".join(pieces)
+        self.assertEqual(await self.receive(client, len(expected)), expected)
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+
+    async def test_disabled(self) -> None:
+        """
+        Once disabled, writes are buffered by Twisted as before.
+        """
+        protocol, client = await self.connect()
+        transport = protocol.transport
+        assert transport is not None
+        enableWriteThrough(transport)
+        disableWriteThrough(transport)
+        self.assertNotIn("write", vars(transport))
+        self.assertNotIn("writeSequence", vars(transport))
+        transport.write(b"later")
+        self.assertEqual(transport._tempDataLen, 5)  # type: ignore[attr-defined]
+        self.assertEqual(await self.receive(client, 5), b"later")
+
+    async def test_closedConnection(self) -> None:
+        """
+        A connection closed by the peer is not written through; a write
+        after the close is for Twisted to deal with, and raises nothing.
+        """
+        protocol, client = await self.connect()
+        transport = protocol.transport
+        assert transport is not None
+        self.assertTrue(enableWriteThrough(transport))
+        client.close()
+        for _ in range(50):
+            transport.write(b"x" * 1000)
+        transport.loseConnection()
+
+    async def test_refusesWhatTwistedRefuses(self) -> None:
+        """
+        A write of something that is not bytes fails as Twisted's does.
+        """
+        protocol, _ = await self.connect()
+        transport = protocol.transport
+        assert transport is not None
+        enableWriteThrough(transport)
+        self.assertRaises(TypeError, transport.write, "text")  # type: ignore[arg-type]
+        self.assertRaises(TypeError, transport.writeSequence, ["text"])  # type: ignore[list-item]
+
+
+class OtherTransportTests(SynchronousTestCase):
+    def test_notTCPLeftAlone(self) -> None:
+        """
+        Any transport but a plain TCP server connection is left as it is.
+        """
+        transport = StringTransport()
+        self.assertFalse(enableWriteThrough(transport))
+        self.assertFalse(enableWriteThrough(None))
+        disableWriteThrough(transport)
+        disableWriteThrough(None)
+        transport.write(b"x")
+        self.assertEqual(transport.value(), b"x")
