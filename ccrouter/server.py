@@ -198,20 +198,14 @@ class ProxyChannel(HTTPChannel):
             self._sawRequestLine = False
             self._headerBytes = 0
             self._headerFields = 0
+            # The answer is made only if it is needed: most requests never
+            # time out, and making it cost a share of every request.
             self._timer = clock.callLater(
-                limits.headers,
-                self.refuse,
-                requestTimeout(
-                    f"the request headers took longer than {limits.headers:g} s"
-                ),
+                limits.headers, self._timedOut, "headers", limits.headers
             )
         elif phase is Phase.BODY:
             self._timer = clock.callLater(
-                limits.bodyTotal,
-                self.refuse,
-                requestTimeout(
-                    f"the request body took longer than {limits.bodyTotal:g} s"
-                ),
+                limits.bodyTotal, self._timedOut, "body", limits.bodyTotal
             )
             self._bodyIdle = clock.callLater(limits.bodyIdle, self._bodyStalled)
 
@@ -220,6 +214,11 @@ class ProxyChannel(HTTPChannel):
             if call is not None and call.active():
                 call.cancel()
         self._timer = self._bodyIdle = None
+
+    def _timedOut(self, part: str, seconds: float) -> None:
+        self.refuse(
+            requestTimeout(f"the request {part} took longer than {seconds:g} s")
+        )
 
     def _bodyStalled(self) -> None:
         seconds = self.site.settings().limits.bodyIdle
