@@ -16,7 +16,11 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.web.client import (
     URI,
     Agent,
@@ -29,6 +33,7 @@ from zope.interface import implementer
 
 from ccrouter.config import Upstream
 from ccrouter.guard import isLoopback
+from ccrouter.writethrough import enableWriteThrough
 
 #: Between connection attempts to the addresses of a loopback name.
 #: Twisted's default (0.3 s) is also how long a refused connection takes to
@@ -103,7 +108,26 @@ class UpstreamEndpoints:
         if uri.scheme == b"https":
             creator = self.policy.creatorForNetloc(uri.host, uri.port)
             return wrapClientTLS(creator, endpoint)
-        return endpoint
+        return _WriteThroughEndpoint(endpoint)
+
+
+@implementer(IStreamClientEndpoint)
+@frozen
+class _WriteThroughEndpoint:
+    """
+    A plain TCP endpoint whose connections write through to the socket
+    (see L{ccrouter.writethrough}): a request goes out as it is written,
+    not one turn of the event loop later.
+    """
+
+    _endpoint: IStreamClientEndpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        def connected(protocol: IProtocol) -> IProtocol:
+            enableWriteThrough(getattr(protocol, "transport", None))
+            return protocol
+
+        return self._endpoint.connect(protocolFactory).addCallback(connected)
 
 
 class PooledAgents(Service):

@@ -558,8 +558,7 @@ class _Exchange:
         eventStream = contentType.split(b";", 1)[0].strip().lower() == (
             b"text/event-stream"
         )
-        if eventStream:
-            self._writeThrough()
+        self._writeThrough()
         # Status and headers go out now, before any body byte, so the client
         # sees the stream start as soon as the upstream does.
         request.write(b"")

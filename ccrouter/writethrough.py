@@ -34,16 +34,17 @@ def enableWriteThrough(transport: object) -> bool:
     Write to C{transport} through to its socket from now on, until
     L{disableWriteThrough}.
 
-    @return: Whether it is written through (a plain TCP server connection
-        that is still open).
+    @return: Whether it is written through (a plain TCP connection, either
+        end, that is still open).
     """
-    if type(transport) is not tcp.Server:
+    if type(transport) not in (tcp.Server, tcp.Client):
         return False
+    assert isinstance(transport, tcp.Connection)
     if "writeSequence" in vars(transport):
         return True
     if transport.TLS or not transport.connected:
         return False
-    buffered = tcp.Server.writeSequence.__get__(transport)
+    buffered = type(transport).writeSequence.__get__(transport)
     sock = transport.socket
 
     def writeSequence(iovec: Iterable[bytes]) -> None:
@@ -75,7 +76,7 @@ def enableWriteThrough(transport: object) -> bool:
     def write(data: bytes) -> None:
         if type(data) is not bytes:
             # Twisted's own write refuses it, as it always did.
-            tcp.Server.write(transport, data)
+            type(transport).write(transport, data)
             return
         writeSequence((data,))
 

@@ -229,7 +229,9 @@ class UpstreamEndpointTests(SynchronousTestCase):
         endpoints = UpstreamEndpoints(
             MemoryReactorClock(), 5.0, BrowserLikePolicyForHTTPS()
         )
-        return endpoints.endpointForURI(URI.fromBytes(url))
+        endpoint = endpoints.endpointForURI(URI.fromBytes(url))
+        # A plain connection writes through (tests.test_writethrough).
+        return getattr(endpoint, "_endpoint", endpoint)
 
     def test_addressConnectsDirectly(self) -> None:
         """

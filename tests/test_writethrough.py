@@ -13,8 +13,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 from zope.interface import implementer
 
+from ccrouter.agents import UpstreamEndpoints
 from ccrouter.writethrough import disableWriteThrough, enableWriteThrough
 
 
@@ -174,3 +176,32 @@ class OtherTransportTests(SynchronousTestCase):
         disableWriteThrough(None)
         transport.write(b"x")
         self.assertEqual(transport.value(), b"x")
+
+
+class ClientEndTests(TestCase):
+    async def test_upstreamConnectionsWriteThrough(self) -> None:
+        """
+        A connection ccrouter makes to a plain-HTTP upstream (the client end,
+        through the pool's endpoint) writes a request through at once.
+        """
+        server = socket.socket()
+        self.addCleanup(server.close)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        endpoints = UpstreamEndpoints(reactor, 5.0, BrowserLikePolicyForHTTPS())
+        address = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        endpoint = endpoints.endpointForURI(URI.fromBytes(address.encode()))
+        protocol = await endpoint.connect(Factory.forProtocol(Protocol))
+        transport = protocol.transport
+        assert transport is not None
+        self.addCleanup(transport.abortConnection)  # type: ignore[attr-defined]
+        self.assertIn("writeSequence", vars(transport))
+        accepted, _ = server.accept()
+        self.addCleanup(accepted.close)
+        transport.write(b"POST /v1/messages HTTP/1.1\r\n")
+        self.assertEqual(transport._tempDataLen, 0)  # type: ignore[attr-defined]
+        self.assertNotIn(transport, reactor.getWriters())  # type: ignore[attr-defined]
+        expected = b"POST /v1/messages HTTP/1.1\r\n"
+        self.assertEqual(
+            await WriteThroughTests.receive(accepted, len(expected)), expected
+        )
