@@ -241,6 +241,24 @@ def exposedAddress(address: object) -> str | None:
     return None if ip.is_loopback else address.host
 
 
+#: How many connections the kernel may hold for ccrouter to accept.
+#: Twisted's default, 50, overflows when a burst of subagents connects while
+#: the reactor is busy, and a connection that overflows waits a second for
+#: its SYN to be sent again.  (Linux caps it at C{net.core.somaxconn}.)
+LISTEN_BACKLOG = 1024
+
+
+def withBacklog(description: str) -> str:
+    """
+    A listen endpoint description with L{LISTEN_BACKLOG} added, for the
+    stream kinds that take one and unless it names its own.
+    """
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
 def freezeStartupHeap() -> None:
     """
     Move everything alive once ccrouter has started (modules, the config,
@@ -320,7 +338,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     top.clients = site
     for description in listen:
         try:
-            endpoint = endpoints.serverFromString(reactor, description)
+            endpoint = endpoints.serverFromString(reactor, withBacklog(description))
         except (ValueError, KeyError, TypeError) as e:
             raise exitAtStartup(
                 f"ccrouter: invalid listen endpoint {description!r}: {e}"

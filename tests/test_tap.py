@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from twisted.application.service import IService, IServiceCollection
+from twisted.internet import endpoints
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,11 +26,13 @@ from ccrouter.agents import (
     UpstreamEndpoints,
 )
 from ccrouter.tap import (
+    LISTEN_BACKLOG,
     ListeningService,
     Options,
     freezeStartupHeap,
     loadConfig,
     makeService,
+    withBacklog,
 )
 from ccrouter.watch import Watcher
 
@@ -315,3 +319,38 @@ class ExposedAddressTests(SynchronousTestCase):
         self.assertIsNone(exposedAddress(IPv4Address("TCP", "127.3.4.5", 1)))
         self.assertIsNone(exposedAddress(IPv6Address("TCP", "::1", 1)))
         self.assertIsNone(exposedAddress(UNIXAddress(b"/tmp/s")))
+
+
+class BacklogTests(SynchronousTestCase):
+    def test_backlogAdded(self) -> None:
+        """
+        Stream listeners get a deep accept queue unless they name one; other
+        kinds and explicit values are left alone.
+        """
+        self.assertEqual(
+            withBacklog("tcp:8080:interface=127.0.0.1"),
+            f"tcp:8080:interface=127.0.0.1:backlog={LISTEN_BACKLOG}",
+        )
+        self.assertEqual(
+            withBacklog("tcp6:8080:interface=\\:\\:1"),
+            f"tcp6:8080:interface=\\:\\:1:backlog={LISTEN_BACKLOG}",
+        )
+        self.assertEqual(
+            withBacklog("unix:/run/ccrouter.sock"),
+            f"unix:/run/ccrouter.sock:backlog={LISTEN_BACKLOG}",
+        )
+        self.assertEqual(withBacklog("tcp:0:backlog=7"), "tcp:0:backlog=7")
+        self.assertEqual(
+            withBacklog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0"
+        )
+
+    def test_listenerUsesIt(self) -> None:
+        """
+        The port ccrouter listens on is made with that backlog.
+        """
+        reactor = MemoryReactorClock()
+        endpoint = endpoints.serverFromString(
+            reactor, withBacklog("tcp:8080:interface=127.0.0.1")
+        )
+        endpoint.listen(Factory())
+        self.assertEqual(reactor.tcpServers[0][2], LISTEN_BACKLOG)
