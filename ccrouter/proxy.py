@@ -581,8 +581,9 @@ class _Exchange:
 
     def _writeThrough(self) -> None:
         """
-        An event stream: each event goes to the client as soon as it is
-        written (see L{ccrouter.writethrough}), until the response is over.
+        What the response writes (the head, a body, each event of a stream)
+        goes to the client as soon as it is written (see
+        L{ccrouter.writethrough}), until the response is over.
         """
         transport = getattr(self._request.channel, "transport", None)
         if enableWriteThrough(transport):

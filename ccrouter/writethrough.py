@@ -1,21 +1,22 @@
 # -*- test-case-name: tests.test_writethrough -*-
 """
-Writing an event stream to a client's TCP connection at once.
+Writing to a TCP connection at once.
 
 Twisted buffers whatever a protocol writes and sends it once the reactor
 next finds the socket writable: for every write it registers the socket
 for writability, goes round the event loop, sends, and unregisters it (two
-C{epoll_ctl} calls and a loop iteration per write).  For a relayed SSE
-stream, one write per upstream event, that bookkeeping cost more than the
-send itself, and each event waited for every other connection's reads of
-the same loop iteration before it went out.
+C{epoll_ctl} calls and a loop iteration per write).  For a proxy that is
+one extra turn of the loop on every hop: the request to the upstream, the
+answer to the client, and each event of a relayed SSE stream, each of
+which also waited for every other connection's reads of the same turn.
 
 While write-through is on, a write that finds nothing buffered is handed to
 the socket there and then; whatever the socket does not take (and every
 write while anything is still buffered, so the order never changes) goes
 through Twisted's buffer as before, with its flow control.  The bytes are
-the same; only when they leave changes.  Only a plain TCP connection
-without TLS is written through; any other transport is left as it is.
+the same; only when they leave changes.  Only a plain TCP connection (the
+client's, or one to a plain-HTTP upstream) is written through; TLS and any
+other transport are left as they are.
 """
 
 from __future__ import annotations
