@@ -189,10 +189,13 @@ class ProxyChild:
         cpu: int | None = PROXY_CPU,
         descriptors: int | None = 65536,
         listen: str | None = "tcp:0:interface=127.0.0.1",
+        environment: dict[str, str] | None = None,
     ) -> None:
         """
         @param listen: The endpoint to listen on, or L{None} for the one
             the config gives (C{server.host} and C{server.port}).
+        @param environment: Set in the proxy's environment on top of
+            L{childEnvironment} (C{SSL_CERT_FILE}, to trust a test CA).
         """
         self.directory = directory
         self.configPath = directory / "config.yaml"
@@ -208,6 +211,7 @@ class ProxyChild:
         self.port = 0
         self.exitCode: int | None = None
         self._listen = listen
+        self._environment = dict(environment or {})
         #: When L{spawn} started the process (monotonic ns).
         self.spawnedNs = 0
 
@@ -253,7 +257,7 @@ class ProxyChild:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=childEnvironment(self.home),
+            env=childEnvironment(self.home) | self._environment,
             cwd=self.directory,
             preexec_fn=_childSetup(self._cpu, self._descriptors),
         )
@@ -316,13 +320,22 @@ class MockChild:
         cpu: int | None = LOAD_CPU,
         refuse: float = 0.0,
         seed: int = 1,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
+        """
+        @param tls: A PEM certificate and its PEM key, for a TLS listener
+            beside the plain one (its port in L{tlsPort}).
+        """
         self.directory = directory
         self._cpu = cpu
         self._arguments = ["--refuse", str(refuse), "--seed", str(seed)]
+        if tls is not None:
+            self._arguments += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.controlPort = 0
+        #: The TLS listener's port, or 0 without one.
+        self.tlsPort = 0
 
     @property
     def url(self) -> str:
@@ -337,6 +350,7 @@ class MockChild:
         )
         self.port = int(ports["upstream"])
         self.controlPort = int(ports["control"])
+        self.tlsPort = int(ports.get("tls", 0))
 
     async def stop(self) -> None:
         if self.process is not None:

@@ -3,17 +3,26 @@ A mock Anthropic upstream for load scripts, meant to run in its own process
 (so it does not share an event loop with the proxy or the load generator)::
 
     python -m benchmarks.mock [--refuse 0.05] [--seed 1]
+                              [--tls-cert PEM --tls-key PEM]
 
-It prints one JSON line with its two ports, C{{"upstream": P, "control": C}},
-then serves until killed.  C{POST .../v1/messages} streams the L{Plan} the
-request body carries (see L{benchmarks.wire}); the control port answers
-C{GET /stats} (open connections, active streams, when each stream's peer
-went away) and C{POST /close-idle} (close every keep-alive connection that
-is between requests, so a proxy's pool empties and its descriptors can be
-counted against a baseline).
+It prints one JSON line with its ports, C{{"upstream": P, "control": C}}
+(and C{"tls": T} with C{--tls-cert}), then serves until killed.
+C{POST .../v1/messages} streams the L{Plan} the request body carries (see
+L{benchmarks.wire}); the control port answers C{GET /stats} (open
+connections, active streams, when each stream's peer went away) and C{POST
+/close-idle} (close every keep-alive connection that is between requests,
+so a proxy's pool empties and its descriptors can be counted against a
+baseline).
 
 C{--refuse P} resets a fraction P of new connections right after accepting
 them, the nearest a listening socket gets to refusing some connections.
+
+C{--tls-cert} and C{--tls-key} add a TLS listener on C{127.0.0.1} (and on
+C{::1} at the same port when it can, so C{https://localhost:T} never waits
+for a refused address) that serves exactly what the plain one does.  Its
+connections are counted apart in C{/stats}: C{tls_accepted} (completed
+handshakes: asyncio reports a TLS connection only once its handshake is
+done) and C{tls_open}; C{accepted} counts plain connections only.
 
 A plan with C{stream} false gets one JSON message (L{messageBody}); a
 request to a path ending in C{/chat/completions} gets its stream in OpenAI
@@ -25,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -43,6 +54,8 @@ MAX_REQUEST = 64 * 1024 * 1024
 class Stats:
     def __init__(self) -> None:
         self.accepted = 0
+        #: TLS connections whose handshake completed.
+        self.tlsAccepted = 0
         self.refused = 0
         self.requests = 0
         self.completed = 0
@@ -72,6 +85,8 @@ class UpstreamServer:
             "connections_idle": sum(1 for c in self.connections if c.idle),
             "streams_active": stats.streamsActive,
             "accepted": stats.accepted,
+            "tls_accepted": stats.tlsAccepted,
+            "tls_open": sum(1 for c in self.connections if c.tls),
             "refused": stats.refused,
             "requests": stats.requests,
             "completed": stats.completed,
@@ -109,8 +124,10 @@ class UpstreamConnection(asyncio.Protocol):
     answers each by its plan.
     """
 
-    def __init__(self, server: UpstreamServer) -> None:
+    def __init__(self, server: UpstreamServer, tls: bool = False) -> None:
         self._server = server
+        #: Whether this connection came in on the TLS listener.
+        self.tls = tls
         self._buffer = bytearray()
         self._wakeup: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
@@ -124,7 +141,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self._server.stats.accepted += 1
+        if self.tls:
+            self._server.stats.tlsAccepted += 1
+        else:
+            self._server.stats.accepted += 1
         if self._server.shouldRefuse():
             self._server.stats.refused += 1
             self.closed = True
@@ -346,7 +366,38 @@ async def _control(
         writer.close()
 
 
-async def serve(refuse: float, seed: int) -> None:
+def tlsContext(certificate: str, key: str) -> ssl.SSLContext:
+    """
+    The server side of the TLS listener.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    return context
+
+
+async def _tlsListener(
+    server: UpstreamServer, context: ssl.SSLContext
+) -> tuple[list[asyncio.Server], int]:
+    """
+    The TLS listener on C{127.0.0.1}, and on C{::1} at the same port where
+    the machine has it; the servers and the port.
+    """
+    loop = asyncio.get_running_loop()
+
+    def factory() -> UpstreamConnection:
+        return UpstreamConnection(server, tls=True)
+
+    first = await loop.create_server(factory, "127.0.0.1", 0, backlog=1024, ssl=context)
+    port: int = first.sockets[0].getsockname()[1]
+    servers = [first]
+    with contextlib.suppress(OSError):
+        servers.append(
+            await loop.create_server(factory, "::1", port, backlog=1024, ssl=context)
+        )
+    return servers, port
+
+
+async def serve(refuse: float, seed: int, tls: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
     server = UpstreamServer(refuse, seed)
     upstream = await loop.create_server(
@@ -359,6 +410,9 @@ async def serve(refuse: float, seed: int) -> None:
         "upstream": upstream.sockets[0].getsockname()[1],
         "control": control.sockets[0].getsockname()[1],
     }
+    if tls is not None:
+        # Kept referenced until the process ends.
+        _tlsServers, ports["tls"] = await _tlsListener(server, tls)
     sys.stdout.write(json.dumps(ports) + "\n")
     sys.stdout.flush()
     # Until the parent kills the process (or stdin closes with the parent).
@@ -369,8 +423,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refuse", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate chain")
+    parser.add_argument("--tls-key", default=None, help="PEM private key")
     arguments = parser.parse_args()
-    asyncio.run(serve(arguments.refuse, arguments.seed))
+    if (arguments.tls_cert is None) != (arguments.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    context = (
+        None
+        if arguments.tls_cert is None
+        else tlsContext(arguments.tls_cert, arguments.tls_key)
+    )
+    asyncio.run(serve(arguments.refuse, arguments.seed, context))
 
 
 if __name__ == "__main__":

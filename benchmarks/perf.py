@@ -7,6 +7,10 @@ run, medians over repeats, reported as the cost the proxy adds::
     python benchmarks/perf.py --quick            # the 30-second smoke (CI)
     python benchmarks/perf.py --only plain,streams --repeats 5 --out bench/perf
 
+It also covers reliability.md's L1 (per-event latency, in C{streams}), L2
+(TTFB with large bodies, in C{bodies}, at issue 8's sizes) and L3
+(non-streaming throughput, in C{plain}).
+
 Scenarios (C{--only} takes their names):
 
   - C{plain}: non-streaming latency p50/p99 at concurrency 1 and 64 and
@@ -22,6 +26,16 @@ Scenarios (C{--only} takes their names):
     body, against a 1 KB one.
   - C{translated}: an OpenAI-format upstream stream translated by the
     proxy: per-event latency, CPU per 1000 events against C{streams}.
+  - C{tls}: TLS reuse to an HTTPS upstream (the mock's TLS listener, with a
+    self-signed certificate made at run time and trusted by the proxy
+    through C{SSL_CERT_FILE}): K non-streaming requests one after another
+    on one client connection; the first one's latency (the proxy dials TCP
+    and TLS), the later ones' p50 against the same requests to the
+    plain-HTTP upstream, and how many TLS handshakes the mock saw (target:
+    1, the pool reuses the connection).  Each repeat ends with a request
+    the mock answers with C{Connection: close}, so the next repeat's first
+    request pays a handshake again.  Direct: the same over the client's
+    own TLS connection to the mock.
   - C{startup}: from spawning C{twistd} to the first answered C{/health}
     and the first proxied answer.
 
@@ -39,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -65,18 +80,24 @@ from benchmarks.common import MiB, outDirectory, percentile, run
 from benchmarks.perfload import (
     Ids,
     Outcome,
+    Sequential,
     freePort,
     plainLoad,
+    sequentialLoad,
     startup,
     streamLoad,
     wrkAvailable,
     wrkLoad,
 )
 from benchmarks.perfreport import SCENARIOS, Figures, collect, machineLine, write
+from benchmarks.perftls import TLS_HOST, clientContext, makeCertificate
 from benchmarks.perfwire import OPENAI_BASE, OPENAI_MODEL
 
 T = TypeVar("T")
 
+#: The model name the suite's config routes to the mock's TLS listener
+#: (used by the C{tls} scenario only, so its pooled connection is its own).
+TLS_MODEL = "perf-tls-model"
 #: Scenarios whose figures come from others.
 NEEDS = {"cpu": ("plain", "streams"), "translated": ("streams",)}
 
@@ -101,6 +122,7 @@ class Sizes:
     slowRamp: float
     slowProbes: int
     bodies: tuple[tuple[int, int], ...]
+    tlsRequests: int
     startups: int
 
 
@@ -119,6 +141,7 @@ FULL = Sizes(
     slowRamp=4.0,
     slowProbes=50,
     bodies=((1024, 300), (100_000, 300), (2**20, 60)),
+    tlsRequests=50,
     startups=1,
 )
 QUICK = Sizes(
@@ -136,6 +159,7 @@ QUICK = Sizes(
     slowRamp=0.5,
     slowProbes=10,
     bodies=((1024, 20), (100_000, 20), (2**20, 5)),
+    tlsRequests=20,
     startups=1,
 )
 #: The request body sizes the C{bodies} scenario reports by name.
@@ -174,14 +198,19 @@ def parseArguments(argv: list[str] | None = None) -> argparse.Namespace:
     return arguments
 
 
-def configText(mockUrl: str, port: int) -> str:
+def configText(mockUrl: str, port: int, tlsUrl: str | None = None) -> str:
     """
     The proxy's config: listening on C{port} the way it does for a user
     (not a C{--listen} override), everything to the mock unchanged, the
     model L{OPENAI_MODEL} to the mock's OpenAI-format path (translated),
-    and room for the 1000-stream scenario (the defaults cap connections at
-    256 and streams at 64).
+    with C{tlsUrl} the model L{TLS_MODEL} to the mock's TLS listener, and
+    room for the 1000-stream scenario (the defaults cap connections at 256
+    and streams at 64).
     """
+    tlsUpstream = tlsRoute = ""
+    if tlsUrl is not None:
+        tlsUpstream = f'  tls:\n    url: "{tlsUrl}"\n'
+        tlsRoute = f'  - match: "{TLS_MODEL}"\n    upstream: tls\n'
     return (
         "server:\n"
         '  host: "127.0.0.1"\n'
@@ -193,9 +222,11 @@ def configText(mockUrl: str, port: int) -> str:
         "  openai:\n"
         f'    url: "{mockUrl}{OPENAI_BASE}"\n'
         "    format: openai\n"
+        f"{tlsUpstream}"
         "routes:\n"
         f'  - match: "{OPENAI_MODEL}"\n'
         "    upstream: openai\n"
+        f"{tlsRoute}"
     )
 
 
@@ -257,8 +288,10 @@ class Bench:
         sizes: Sizes,
         out: Path,
         proxyCpu: int | None,
+        tlsCertificate: Path,
     ) -> None:
         self.mock = mock
+        self.tlsCertificate = tlsCertificate
         self.proxy = proxy
         self.sizes = sizes
         self.out = out
@@ -567,12 +600,86 @@ async def startupScenario(bench: Bench, figures: Figures, repeat: int) -> None:
     }
 
 
+async def tls(bench: Bench, figures: Figures, repeat: int) -> None:
+    count = bench.sizes.tlsRequests
+    host = bench.proxy.host
+    context = clientContext(bench.tlsCertificate)
+
+    async def handshakes() -> float:
+        stats = await control(bench.mock.controlPort, "GET", "/stats")
+        return float(str(stats["tls_accepted"]))
+
+    def secure(port: int, through: bool) -> Awaitable[Sequential]:
+        if through:
+            # The client's connection to the proxy is plain and opened
+            # untimed; the proxy dials TLS for the first request.  The
+            # closing request leaves no pooled connection for the next
+            # repeat.
+            return sequentialLoad(
+                host,
+                port,
+                bench.ids,
+                count,
+                model=TLS_MODEL,
+                closeAfter=True,
+                meter=handshakes,
+            )
+        return sequentialLoad(
+            TLS_HOST,
+            bench.mock.tlsPort,
+            bench.ids,
+            count,
+            tls=context,
+            timeConnect=True,
+        )
+
+    def plainSide(port: int, through: bool) -> Awaitable[Sequential]:
+        return sequentialLoad(host, port, bench.ids, count)
+
+    secured = await bench.sides(repeat, "tls", secure)
+    plainOnes = await bench.sides(repeat, "tls plain", plainSide)
+    for name, side in zip(
+        ("tls direct", "tls", "tls plain direct", "tls plain"),
+        (*secured, *plainOnes),
+        strict=True,
+    ):
+        bench.tally(name, side.outcome)
+
+    def firstMs(side: Sequential) -> float | None:
+        return None if side.firstNs is None else side.firstNs / 1e6
+
+    first = (firstMs(secured[0]), firstMs(secured[1]))
+    later = (
+        ms(secured[0].outcome.latencies, 0.5),
+        ms(secured[1].outcome.latencies, 0.5),
+    )
+    plainP50 = (
+        ms(plainOnes[0].outcome.latencies, 0.5),
+        ms(plainOnes[1].outcome.latencies, 0.5),
+    )
+    handshakeCount = secured[1].metered
+    # Through the proxy: one handshake, paid by the first request only.
+    throughFirst, throughLater = first[1], later[1]
+    noHandshake = None
+    if not (handshakeCount is None or throughFirst is None or math.isnan(throughLater)):
+        noHandshake = float(handshakeCount == 1 and throughLater < throughFirst / 2)
+    figures["tls"] = {
+        "first_ms": first,
+        "later_p50_ms": later,
+        "plain_p50_ms": plainP50,
+        "reuse_over_plain_ms": (later[0] - plainP50[0], later[1] - plainP50[1]),
+        "handshakes": (None, handshakeCount),
+        "second_pays_no_handshake": (None, noHandshake),
+    }
+
+
 SCENARIO_RUNS: dict[str, Callable[[Bench, Figures, int], Awaitable[None]]] = {
     "plain": plain,
     "streams": streams,
     "slow": slow,
     "bodies": bodies,
     "translated": translated,
+    "tls": tls,
     "startup": startupScenario,
 }
 
@@ -596,7 +703,11 @@ async def perf(arguments: argparse.Namespace, command: str) -> int:
     loadCpu = None if arguments.no_pin else LOAD_CPU
     about = machine()
     sizes = QUICK if arguments.quick else FULL
-    mock = MockChild(out, cpu=loadCpu)
+    # A throw-away certificate for the mock's TLS listener, trusted by the
+    # proxy through SSL_CERT_FILE (its only trust store: it reaches no
+    # other HTTPS upstream).
+    tlsCertificate, tlsKey = makeCertificate(out)
+    mock = MockChild(out, cpu=loadCpu, tls=(tlsCertificate, tlsKey))
     proxy: ProxyChild | None = None
     repeats: list[Figures] = []
     otherLoad: list[float] = []
@@ -606,10 +717,16 @@ async def perf(arguments: argparse.Namespace, command: str) -> int:
     try:
         await mock.start()
         proxy = ProxyChild(
-            out, configText(mock.url, freePort()), cpu=proxyCpu, listen=None
+            out,
+            configText(
+                mock.url, freePort(), tlsUrl=f"https://{TLS_HOST}:{mock.tlsPort}"
+            ),
+            cpu=proxyCpu,
+            listen=None,
+            environment={"SSL_CERT_FILE": str(tlsCertificate)},
         )
         await proxy.start()
-        bench = Bench(mock, proxy, sizes, out, proxyCpu)
+        bench = Bench(mock, proxy, sizes, out, proxyCpu, tlsCertificate)
         for repeat in range(arguments.repeats):
             figures: Figures = {}
             other = OtherLoad()

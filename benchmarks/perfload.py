@@ -2,8 +2,10 @@
 The loads of the performance suite, each pointed at a host and port (the
 mock itself, or the proxy in front of it) and each verifying every
 response: non-streaming requests on keep-alive connections (L{plainLoad}),
-concurrent streams with staggered starts (L{streamLoad}), Debian's C{wrk}
-(L{wrkLoad}) and the proxy's start-up (L{startup}).
+requests one after another on one new connection, plain or TLS, the first
+timed apart (L{sequentialLoad}), concurrent streams with staggered starts
+(L{streamLoad}), Debian's C{wrk} (L{wrkLoad}) and the proxy's start-up
+(L{startup}).
 
 Timing uses C{time.monotonic_ns()} on both sides (the mock stamps each
 event with it), so the figures are comparable across processes.
@@ -15,6 +17,7 @@ import asyncio
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from array import array
@@ -34,7 +37,7 @@ from benchmarks.perfwire import (
     translatedRequest,
 )
 from benchmarks.plainclient import PlainConnection, ResponseError, requestBytes
-from benchmarks.wire import Plan
+from benchmarks.wire import MODEL, Plan
 
 #: At most this many problems are kept, per load, for the report.
 MAX_PROBLEMS = 10
@@ -216,6 +219,118 @@ async def _requests(
             problems.append("the connection was closed")
             break
     return latencies, problems
+
+
+@define
+class Sequential:
+    """
+    What L{sequentialLoad} did: the outcome (C{latencies} holds the
+    requests after the first), the first request's latency, and how much
+    the meter went up over the measured requests.
+    """
+
+    outcome: Outcome
+    firstNs: int | None = None
+    metered: float | None = None
+
+
+async def sequentialLoad(
+    host: str,
+    port: int,
+    ids: Ids,
+    count: int,
+    *,
+    model: str = MODEL,
+    tls: ssl.SSLContext | None = None,
+    serverHostname: str | None = None,
+    timeConnect: bool = False,
+    closeAfter: bool = False,
+    meter: Callable[[], Awaitable[float]] | None = None,
+    timeout: float = 30,
+) -> Sequential:
+    """
+    C{count} non-streaming requests for C{model}, one after another on one
+    new keep-alive connection, each verified byte for byte; the first one's
+    latency is kept apart from the rest.
+
+    @param tls: Speak TLS to C{host} (verifying C{serverHostname}).
+    @param timeConnect: Whether the first latency includes opening the
+        connection (and its TLS handshake): direct to the mock, that is
+        what a first request pays; through the proxy the proxy dials the
+        upstream itself, so the client's connection is opened untimed.
+    @param closeAfter: Then one more request, verified but not timed, whose
+        plan makes the upstream answer with C{Connection: close} and close
+        its connection: the proxy cannot pool it, so the next call starts
+        with no pooled connection to that upstream.
+    @param meter: Read just before the first request and just after the
+        last measured one (the mock's TLS handshakes, say).
+    """
+    result = Sequential(Outcome())
+    outcome = result.outcome
+    first = ids.take(count + 1)
+    connection: PlainConnection | None = None
+    clock = time.monotonic_ns
+
+    def wire(plan: Plan) -> bytes:
+        return requestBytes(host, port, plainRequest(plan, model=model))
+
+    async def ask(plan: Plan) -> int | None:
+        """
+        One request; its latency if it was answered right.
+        """
+        assert connection is not None
+        began = clock()
+        status, body = await connection.request(wire(plan), timeout)
+        ended = clock()
+        if status != 200:
+            outcome.problem(f"plan {plan.id}: status {status}: {body[:200]!r}")
+            return None
+        if body != messageBody(plan):
+            outcome.problem(f"plan {plan.id}: a body that differs: {body[:120]!r}")
+            return None
+        return ended - began
+
+    async def open() -> PlainConnection:
+        return await PlainConnection.open(
+            host, port, timeout, tls=tls, serverHostname=serverHostname
+        )
+
+    before = 0.0
+    try:
+        if meter is not None:
+            before = await meter()
+        start = time.monotonic()
+        for index in range(count):
+            plan = Plan(id=first + index, events=0, spacing=0, stream=False)
+            if connection is None:
+                began = clock()
+                connection = await open()
+                connected = clock() - began
+                latency = await ask(plan)
+                if latency is not None:
+                    result.firstNs = latency + (connected if timeConnect else 0)
+                    outcome.done += 1
+            else:
+                latency = await ask(plan)
+                if latency is not None:
+                    outcome.latencies.append(latency)
+                    outcome.done += 1
+            if not connection.reusable:
+                outcome.problem(f"plan {plan.id}: the connection was closed")
+                return result
+        outcome.seconds = time.monotonic() - start
+        if meter is not None:
+            result.metered = await meter() - before
+        if closeAfter and connection is not None:
+            plan = Plan(id=first + count, events=0, spacing=0, stream=False, close=True)
+            if await ask(plan) is not None:
+                outcome.done += 1
+    except (OSError, asyncio.TimeoutError, ResponseError) as e:
+        outcome.problem(f"sequential requests: {e!r}")
+    finally:
+        if connection is not None:
+            connection.close()
+    return result
 
 
 async def streamLoad(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 #: A response head larger than this is a problem, not a response.
 MAX_HEAD = 64 * 1024
@@ -55,10 +56,28 @@ class PlainConnection(asyncio.Protocol):
         self.reusable = True
 
     @classmethod
-    async def open(cls, host: str, port: int, timeout: float = 10) -> PlainConnection:
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        timeout: float = 10,
+        tls: ssl.SSLContext | None = None,
+        serverHostname: str | None = None,
+    ) -> PlainConnection:
+        """
+        Connect, and with C{tls} complete a TLS handshake (verifying
+        C{serverHostname}, by default C{host}) before returning.
+        """
         loop = asyncio.get_running_loop()
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(cls, host, port), timeout
+            loop.create_connection(
+                cls,
+                host,
+                port,
+                ssl=tls,
+                server_hostname=(serverHostname or host) if tls is not None else None,
+            ),
+            timeout,
         )
         return protocol
 

@@ -60,6 +60,14 @@ EXPECTED = {
         "per_1000_events_s",
         "cpu_vs_passthrough",
     },
+    "tls": {
+        "first_ms",
+        "later_p50_ms",
+        "plain_p50_ms",
+        "reuse_over_plain_ms",
+        "handshakes",
+        "second_pays_no_handshake",
+    },
     "startup": {"health_s", "first_request_s"},
 }
 
