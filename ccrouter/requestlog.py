@@ -147,11 +147,15 @@ class RequestRecord:
         )
 
 
-def logRequest(record: RequestRecord) -> None:
+def logRequest(record: RequestRecord, shown: JSONFields | None = None) -> None:
     """
     The request log's one event for C{record}.
+
+    @param shown: C{record.fields()}, when the caller has made it already.
     """
-    _log.info("{request}", request=record.fields(), request_id=record.requestId)
+    if shown is None:
+        shown = record.fields()
+    _log.info("{request}", request=shown, request_id=record.requestId)
 
 
 class ResponseMeter:
@@ -231,7 +235,7 @@ def watchRequest(
     request: Request,
     record: RequestRecord,
     now: Callable[[], float],
-    ended: Callable[[RequestRecord], None],
+    ended: Callable[[RequestRecord, JSONFields], None],
 ) -> None:
     """
     Give C{request}'s response its id, meter what it writes, and once it
@@ -254,8 +258,10 @@ def watchRequest(
                 # stream, a stop): the error says so already.
                 record.clientDisconnected = True
                 record.error = "client_gone"
-            logRequest(record)
-            ended(record)
+            # Made once for the log line and the status page's list.
+            shown = record.fields()
+            logRequest(record, shown)
+            ended(record, shown)
         except Exception:  # noqa: BLE001 - the count must not break a response
             _log.failure(
                 "counting request {request_id} failed", request_id=record.requestId

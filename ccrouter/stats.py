@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from ccrouter.breaker import State
 from ccrouter.config import Config
-from ccrouter.logs import logWriteErrors
+from ccrouter.logs import JSONFields, logWriteErrors
 from ccrouter.requestlog import RequestRecord, timestamp
 
 if TYPE_CHECKING:
@@ -259,9 +259,11 @@ class Stats:
             self._known = (config, configModels(config))
         return self._known[1]
 
-    def observe(self, record: RequestRecord) -> None:
+    def observe(self, record: RequestRecord, shown: JSONFields | None = None) -> None:
         """
         Count C{record}, a request whose response is over.
+
+        @param shown: C{record.fields()}, when the caller has made it already.
         """
         target = record.target or NO_TARGET
         model = self._models.label(record.upstreamModel, self._knownModels())
@@ -287,7 +289,7 @@ class Stats:
             child(self._ttfb, target).observe(record.firstByteAt - record.startedAt)
         if record.endedAt is not None:
             child(self._duration, target).observe(record.endedAt - record.startedAt)
-        self._recent.appendleft(record.fields())
+        self._recent.appendleft(record.fields() if shown is None else shown)
         if total and record.target is not None:
             self._addTokens(record.target, total)
 
