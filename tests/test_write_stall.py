@@ -47,32 +47,34 @@ from tests.test_translating_relay import (
 STALL = 60.0
 
 
-def trickle(port: int, seconds: float) -> tuple[int, str]:
+def trickle(port: int, seconds: float) -> tuple[int, str, socket.socket]:
     """
     Ask for an endless body and read it 4 KiB every 0.1 s for C{seconds},
     through a small receive buffer; then check the connection still
-    delivers.  Returns the bytes read and what went wrong, if anything.
+    delivers.  Returns the bytes read, what went wrong, if anything, and
+    the socket, still open: the caller closes it once it has checked the
+    proxy's side (closing it here would race those checks).
     """
-    with socket.socket() as client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.settimeout(10)
-        client.connect(("127.0.0.1", port))
-        client.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        received = 0
-        deadline = time.monotonic() + seconds
-        try:
-            while time.monotonic() < deadline:
-                data = client.recv(4096)
-                if not data:
-                    return received, "the proxy closed the connection"
-                received += len(data)
-                # The reading pace under test, not a synchronisation.
-                time.sleep(0.1)
-            if not client.recv(4096):
-                return received, "the proxy closed the connection"
-        except OSError as failure:
-            return received, repr(failure)
-    return received, ""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(10)
+    client.connect(("127.0.0.1", port))
+    client.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    received = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            data = client.recv(4096)
+            if not data:
+                return received, "the proxy closed the connection", client
+            received += len(data)
+            # The reading pace under test, not a synchronisation.
+            time.sleep(0.1)
+        if not client.recv(4096):
+            return received, "the proxy closed the connection", client
+    except OSError as failure:
+        return received, repr(failure), client
+    return received, "", client
 
 
 class RelayStallTests(SynchronousTestCase):
@@ -473,7 +475,8 @@ class RealSocketStallTests(ModesCase):
         )
         assert proxy.url is not None
         port = int(proxy.url.rsplit(":", 1)[1])
-        received, problem = await threads.deferToThread(trickle, port, 3.5)
+        received, problem, client = await threads.deferToThread(trickle, port, 3.5)
+        self.addCleanup(client.close)
         self.assertEqual(problem, "")
         self.assertGreater(received, 3 * 4096)
         self.assertFalse(mock.disconnects[0].called)
