@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from ccrouter.config import Upstream
 from ccrouter.guard import isLoopback
-from ccrouter.writethrough import enableWriteThrough
+from ccrouter.writethrough import enableWriteThrough, gatherEachRead
 
 #: Between connection attempts to the addresses of a loopback name.
 #: Twisted's default (0.3 s) is also how long a refused connection takes to
@@ -117,14 +117,16 @@ class _WriteThroughEndpoint:
     """
     A plain TCP endpoint whose connections write through to the socket
     (see L{ccrouter.writethrough}): a request goes out as it is written,
-    not one turn of the event loop later.
+    not one turn of the event loop later; and what handling one read of a
+    response writes to the client goes out in one send.
     """
 
     _endpoint: IStreamClientEndpoint
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         def connected(protocol: IProtocol) -> IProtocol:
-            enableWriteThrough(getattr(protocol, "transport", None))
+            if enableWriteThrough(getattr(protocol, "transport", None)):
+                gatherEachRead(protocol)
             return protocol
 
         return self._endpoint.connect(protocolFactory).addCallback(connected)

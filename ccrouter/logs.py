@@ -90,8 +90,11 @@ _SECRET_SHAPES = re.compile(
 REDACTED = "[redacted]"
 
 
+_NO_SECRETS: frozenset[str] = frozenset()
+
+
 def _noSecrets() -> frozenset[str]:
-    return frozenset()
+    return _NO_SECRETS
 
 
 class _Secrets:
@@ -211,13 +214,47 @@ def truncate(text: str, limit: int = FIELD_LIMIT) -> str:
     return text[: max(0, limit - len(suffix))] + suffix
 
 
+#: Values up to this long are remembered by L{loggable}.
+_MEMO_LENGTH = 256
+#: How many it remembers before it starts over.
+_MEMO_SIZE = 1024
+
+
+class _LoggableMemo:
+    """
+    What L{loggable} made of short values, for the secrets it redacted:
+    the same model names and paths come back on every request, and the
+    answer depends only on the value, the limit and the secrets.
+    """
+
+    secrets: frozenset[str] | None = None
+    results: dict[tuple[str, int], str] = {}
+
+
 def loggable(value: str, limit: int = FIELD_LIMIT) -> str:
     """
     A value from outside (a model name, a header, a path) as it may appear
     in a log line: secrets redacted, control characters escaped, at most
     C{limit} characters.
     """
-    return truncate(escapeControls(redact(value)), limit)
+    if len(value) > _MEMO_LENGTH:
+        return truncate(escapeControls(redact(value)), limit)
+    try:
+        secrets = _Secrets.source()
+    except Exception:  # noqa: BLE001 - redact falls back, and says nothing
+        return truncate(escapeControls(redact(value)), limit)
+    memo = _LoggableMemo
+    if secrets is not memo.secrets:
+        # A reload changed the secrets: nothing remembered holds.
+        memo.secrets, memo.results = secrets, {}
+    key = (value, limit)
+    result = memo.results.get(key)
+    if result is None:
+        result = truncate(escapeControls(redact(value)), limit)
+        if len(memo.results) >= _MEMO_SIZE:
+            memo.results.clear()
+        memo.results[key] = result
+    return result
 
 
 def sanitizeEvent(event: LogEvent) -> LogEvent:

@@ -39,6 +39,7 @@ from ccrouter.errors import (
     tooManyConnections,
 )
 from ccrouter.guard import checkRequest
+from ccrouter.writethrough import gathering
 
 #: The longest request line (method, target and version, without CRLF).
 MAX_REQUEST_LINE = 8192
@@ -337,7 +338,10 @@ class ProxyChannel(HTTPChannel):
         # A request finished during this call replays the bytes after it
         # through here; the outer call checks what is left once it is done.
         nested = self._busyReceiving
-        super().dataReceived(data)
+        # What handling these bytes writes (a request to its upstream, an
+        # answer) goes out in one send per connection once it is done.
+        with gathering:
+            super().dataReceived(data)
         if not nested and self.phase is Phase.HEADERS and self.line_mode:
             self._checkPartialLine(self._buffer)
 

@@ -33,6 +33,7 @@ from ccrouter.logs import (
     redact,
     sanitizeEvent,
     setSecretSource,
+    truncate,
 )
 from ccrouter.service import serverCommand, serviceEnvironment, systemdService
 from tests.mockupstream import MockUpstream
@@ -483,6 +484,41 @@ modes:
         self.assertEqual(event["log_format"], "{model}")
         self.assertTrue(event["model"].startswith("m\\x0d\\x0aFORGED"))
         self.assertLessEqual(len(event["model"]), FIELD_LIMIT)
+
+    def test_rememberedValuesFollowAReload(self) -> None:
+        """
+        S13: a value L{loggable} has seen before is redacted again once a
+        reload makes it a secret, and shown again once it stops being one.
+        """
+        value = "model-plain-value-42"
+        self.assertEqual(loggable(value), value)
+        self.assertEqual(loggable(value), value)
+        secrets = frozenset({value})
+        setSecretSource(lambda: secrets)
+        self.assertEqual(loggable(value), REDACTED)
+        self.assertEqual(loggable(value, 8), truncate(REDACTED, 8))
+        setSecretSource(lambda: frozenset({"something-else-entirely"}))
+        self.assertEqual(loggable(value), value)
+
+    @given(
+        st.text(max_size=300),
+        st.integers(min_value=1, max_value=400),
+        st.sets(st.text(min_size=6, max_size=12), max_size=3),
+    )
+    @settings(max_examples=300, deadline=None)
+    def test_rememberedSameAsWorkedOut(
+        self, value: str, limit: int, secrets: set[str]
+    ) -> None:
+        """
+        S13: what L{loggable} remembers is what it works out: asked twice
+        under the same secrets, it answers as the escape, truncation and
+        redaction do.
+        """
+        fixed = frozenset(secrets)
+        setSecretSource(lambda: fixed)
+        expected = truncate(escapeControls(redact(value)), limit)
+        self.assertEqual(loggable(value, limit), expected)
+        self.assertEqual(loggable(value, limit), expected)
 
 
 class DumpableTests(SynchronousTestCase):

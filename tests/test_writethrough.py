@@ -17,7 +17,12 @@ from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 from zope.interface import implementer
 
 from ccrouter.agents import UpstreamEndpoints
-from ccrouter.writethrough import disableWriteThrough, enableWriteThrough
+from ccrouter.writethrough import (
+    disableWriteThrough,
+    enableWriteThrough,
+    gatherEachRead,
+    gathering,
+)
 
 
 class _Accepted(Protocol):
@@ -162,6 +167,161 @@ class WriteThroughTests(TestCase):
         enableWriteThrough(transport)
         self.assertRaises(TypeError, transport.write, "text")  # type: ignore[arg-type]
         self.assertRaises(TypeError, transport.writeSequence, ["text"])  # type: ignore[list-item]
+
+
+class _CountingSocket:
+    """
+    A socket that counts the C{send} calls made on it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+        self.sends: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sends.append(data)
+        return self._socket.send(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._socket, name)
+
+
+class GatheringTests(TestCase):
+    connect = WriteThroughTests.connect
+    receive = staticmethod(WriteThroughTests.receive)
+
+    async def countedConnection(self) -> tuple[object, _CountingSocket, socket.socket]:
+        """
+        A written-through transport whose sends are counted, and the client
+        socket at its other end.
+        """
+        protocol, client = await self.connect()
+        transport = protocol.transport
+        assert transport is not None
+        counting = _CountingSocket(transport.socket)  # type: ignore[attr-defined]
+        transport.socket = counting  # type: ignore[attr-defined]
+        self.assertTrue(enableWriteThrough(transport))
+        return transport, counting, client
+
+    async def test_heldUntilTheBlockEnds(self) -> None:
+        """
+        Writes inside a gathering block, nested or not, reach neither the
+        socket nor Twisted's buffer until the outermost block ends; then
+        they go out in one send, in order.
+        """
+        transport, counting, client = await self.countedConnection()
+        with gathering:
+            transport.writeSequence([b"HTTP/1.1 200 OK\r\n", b"\r\n"])  # type: ignore[attr-defined]
+            with gathering:
+                transport.write(b"body")  # type: ignore[attr-defined]
+            self.assertEqual(counting.sends, [])
+            transport.write(b"!")  # type: ignore[attr-defined]
+            self.assertEqual(counting.sends, [])
+            self.assertEqual(transport._tempDataLen, 0)  # type: ignore[attr-defined]
+        expected = b"HTTP/1.1 200 OK\r\n\r\nbody!"
+        self.assertEqual(counting.sends, [expected])
+        self.assertEqual(await self.receive(client, len(expected)), expected)
+
+    async def test_outsideABlockAtOnce(self) -> None:
+        """
+        Without a block, each write is its own send, as before.
+        """
+        transport, counting, _ = await self.countedConnection()
+        transport.write(b"a")  # type: ignore[attr-defined]
+        transport.write(b"b")  # type: ignore[attr-defined]
+        self.assertEqual(counting.sends, [b"a", b"b"])
+
+    async def test_sentEvenWhenTheBlockRaises(self) -> None:
+        """
+        A block left by an exception still sends what it held.
+        """
+        transport, counting, client = await self.countedConnection()
+        with self.assertRaises(ZeroDivisionError):
+            with gathering:
+                transport.write(b"held")  # type: ignore[attr-defined]
+                raise ZeroDivisionError()
+        self.assertEqual(counting.sends, [b"held"])
+        self.assertEqual(await self.receive(client, 4), b"held")
+
+    async def test_disableReleasesFirst(self) -> None:
+        """
+        Disabling write-through inside a block sends what the block held
+        for that transport first, so a later (buffered) write comes after
+        it.
+        """
+        transport, counting, client = await self.countedConnection()
+        with gathering:
+            transport.write(b"first ")  # type: ignore[attr-defined]
+            disableWriteThrough(transport)
+            self.assertEqual(counting.sends, [b"first "])
+            transport.write(b"second")  # type: ignore[attr-defined]
+        self.assertEqual(await self.receive(client, 12), b"first second")
+
+    async def test_closedAfterHeldWrites(self) -> None:
+        """
+        A connection closed inside the block, after writes it held, still
+        sends them before it closes, as Twisted does with what it buffered.
+        """
+        transport, _, client = await self.countedConnection()
+        with gathering:
+            transport.write(b"last words")  # type: ignore[attr-defined]
+            transport.loseConnection()  # type: ignore[attr-defined]
+        self.assertEqual(await self.receive(client, 11), b"last words")
+
+    async def test_abortedDropsHeldWrites(self) -> None:
+        """
+        A connection aborted inside the block sends nothing it held, as
+        Twisted drops what an aborted connection had buffered.
+        """
+        transport, counting, _ = await self.countedConnection()
+        with gathering:
+            transport.write(b"never")  # type: ignore[attr-defined]
+            transport.abortConnection()  # type: ignore[attr-defined]
+        self.assertEqual(counting.sends, [])
+
+    async def test_eachReadGathered(self) -> None:
+        """
+        L{gatherEachRead} makes what a protocol writes while handling one
+        read go out in one send.
+        """
+
+        class Answering(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                assert self.transport is not None
+                self.transport.write(b"head ")
+                self.transport.write(b"body")
+
+        accepted: Deferred[Protocol] = Deferred()
+        factory = Factory.forProtocol(Answering)
+
+        def built(address: object) -> Protocol:
+            protocol = Answering()
+            protocol.factory = factory
+            original = protocol.connectionMade
+
+            def connectionMade() -> None:
+                original()
+                accepted.callback(protocol)
+
+            protocol.connectionMade = connectionMade  # type: ignore[method-assign]
+            return protocol
+
+        factory.buildProtocol = built  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        protocol = await accepted
+        transport = protocol.transport
+        assert transport is not None
+        self.addCleanup(transport.abortConnection)  # type: ignore[attr-defined]
+        counting = _CountingSocket(transport.socket)  # type: ignore[attr-defined]
+        transport.socket = counting  # type: ignore[attr-defined]
+        enableWriteThrough(transport)
+        gatherEachRead(protocol)
+        client.sendall(b"ping")
+        self.assertEqual(await self.receive(client, 9), b"head body")
+        self.assertEqual(counting.sends, [b"head body"])
 
 
 class OtherTransportTests(SynchronousTestCase):
