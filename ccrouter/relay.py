@@ -31,6 +31,10 @@ from ccrouter.translate.stream import StreamTranslator
 
 
 @implementer(IPushProducer)
+def _ignoreOutcome(outcome: Outcome) -> None:
+    pass
+
+
 class ResponseRelay(Protocol):
     """
     Given to C{IResponse.deliverBody}: every chunk is written to the client
@@ -64,7 +68,7 @@ class ResponseRelay(Protocol):
         eventStream: bool,
         framedByLength: bool,
         clock: IReactorTime,
-        onEnd: Callable[[Outcome], None] = lambda outcome: None,
+        onEnd: Callable[[Outcome], None] = _ignoreOutcome,
         expectMessageStop: bool = False,
         writeStall: float = ClientLimits().writeStall,
         unsent: Callable[[], int | None] | None = None,
@@ -170,8 +174,11 @@ class ResponseRelay(Protocol):
         Tell C{onEnd} how the body ended; whatever goes wrong there, the
         client's response still ends.
         """
+        # Once only; and letting go of C{onEnd} (the exchange's, which holds
+        # this relay) leaves no reference cycle for the garbage collector.
+        onEnd, self._onEnd = self._onEnd, _ignoreOutcome
         try:
-            self._onEnd(outcome)
+            onEnd(outcome)
         except Exception:  # noqa: BLE001 - the response must still end
             self._log.failure(
                 "reporting the end of a response failed", request_id=self._requestId

@@ -140,10 +140,12 @@ class UsageReader:
         # Whether what was read no longer counts.
         self._failed = False
         mediaType = _mediaType(contentType)
-        self._consume: Callable[[bytes], None] = self._feedJSON
+        # The function, not a bound method: one would hold this reader in a
+        # reference cycle, left for the garbage collector.
+        self._consume: Callable[[UsageReader, bytes], None] = UsageReader._feedJSON
         if mediaType == b"text/event-stream":
             self._kind = _SSE
-            self._consume = self._feedSSE
+            self._consume = UsageReader._feedSSE
         elif mediaType == b"application/json":
             self._kind = _JSON
         else:
@@ -214,7 +216,7 @@ class UsageReader:
         if not self._reading or not data:
             return
         if self._inflater is None:
-            self._consume(data)
+            self._consume(self, data)
         else:
             self._inflate(self._inflater, data)
 
@@ -239,12 +241,12 @@ class UsageReader:
                 return
             data = inflater.unconsumed_tail
             if len(out) > room:
-                self._consume(out[:room])
+                self._consume(self, out[:room])
                 self._overLimit()
                 return
             self._inflated += len(out)
             if out:
-                self._consume(out)
+                self._consume(self, out)
             if inflater.eof:
                 # Anything after the gzip member is not part of the body.
                 self._reading = False
