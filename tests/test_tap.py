@@ -27,6 +27,7 @@ from ccrouter.agents import (
 )
 from ccrouter.tap import (
     LISTEN_BACKLOG,
+    YOUNG_COLLECTION_THRESHOLD,
     ListeningService,
     Options,
     freezeStartupHeap,
@@ -223,9 +224,11 @@ class StartupHeapTests(SynchronousTestCase):
         collections walk only what was made since).
         """
         self.addCleanup(gc.unfreeze)
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
         before = gc.get_freeze_count()
         freezeStartupHeap()
         self.assertGreater(gc.get_freeze_count(), before)
+        self.assertEqual(gc.get_threshold()[0], YOUNG_COLLECTION_THRESHOLD)
 
 
 class UpstreamEndpointTests(SynchronousTestCase):

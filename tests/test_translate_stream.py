@@ -22,6 +22,7 @@ plausible for the whole process but should be measured end to end.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 from typing import Any
@@ -1351,3 +1352,23 @@ class StreamCostNote(SynchronousTestCase):
         t = translator()
         out = t.feed(stream) + t.feed(chunk({}, finish="stop")) + t.finish()
         self.assertEqual(out.count(b"text_delta"), 2000)
+
+
+class GarbageTests(SynchronousTestCase):
+    def test_freedWithoutTheCollector(self) -> None:
+        """
+        A translator that has done its work is freed by reference counting
+        alone (no cycle between it and its line parser), so streams do not
+        pile up for the garbage collector.
+        """
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        t = translator()
+        out = t.feed(TEXT[:40]) + t.feed(TEXT[40:]) + t.finish()
+        self.assertIn(b"message_stop", out)
+        del t
+        alive = [
+            thing for thing in gc.get_objects() if isinstance(thing, StreamTranslator)
+        ]
+        self.assertEqual(alive, [])

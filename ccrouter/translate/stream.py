@@ -15,7 +15,6 @@ import hashlib
 import json
 import re
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol
 
 from ccrouter.translate.response import FAKE_SIGNATURE_PREFIX, anthropicUsage
@@ -113,24 +112,24 @@ class _SSEParser:
     @ivar partial: The bytes of an unfinished line.
     """
 
-    def __init__(
-        self, onEvent: Callable[[str, bytes], None], onComment: Callable[[], None]
-    ) -> None:
-        """
-        @param onEvent: Called with the event name (C{""} if none) and its
-            data lines joined with LF, for each event that has data.
-        @param onComment: Called for each comment line.
-        """
-        self._onEvent = onEvent
-        self._onComment = onComment
+    def __init__(self) -> None:
+        # What feed or flush returns: for each event that has data, its name
+        # (C{""} if none) and its data lines joined with LF; None for each
+        # comment line.  Returned rather than handed to callbacks, which
+        # would tie parser and translator in a reference cycle.
+        self._found: list[tuple[str, bytes] | None] = []
         self.partial = b""
         self._skipLF = False
         self._name = ""
         self._data: list[bytes] = []
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> list[tuple[str, bytes] | None]:
+        """
+        @return: The events and comments C{data} completes, in order: an
+            event as its name and data, a comment as L{None}.
+        """
         if not data:
-            return
+            return []
         if self._skipLF:
             self._skipLF = False
             data = data[1:] if data[:1] == b"\n" else data
@@ -138,28 +137,36 @@ class _SSEParser:
         end = max(buffered.rfind(b"\n"), buffered.rfind(b"\r"))
         if end < 0:
             self.partial = buffered
-            return
+            return []
         last = len(buffered) - 1
         self._skipLF = end == last and buffered[end] == ord("\r")
         self.partial = buffered[end + 1 :]
         for line in buffered[: end + 1].splitlines():
             self._line(line)
+        return self._take()
 
-    def flush(self) -> None:
+    def flush(self) -> list[tuple[str, bytes] | None]:
         """
         The stream ended: finish the last line and the last event even
         without their line endings.
+
+        @return: As L{feed}.
         """
         if self.partial:
             partial, self.partial = self.partial, b""
             self._line(partial)
         self._line(b"")
+        return self._take()
+
+    def _take(self) -> list[tuple[str, bytes] | None]:
+        found, self._found = self._found, []
+        return found
 
     def _line(self, line: bytes) -> None:
         if not line:
             self._dispatch()
         elif line[0] == ord(":"):
-            self._onComment()
+            self._found.append(None)
         else:
             field, _, value = line.partition(b":")
             if value[:1] == b" ":
@@ -173,7 +180,7 @@ class _SSEParser:
         name, data = self._name, self._data
         self._name, self._data = "", []
         if data:
-            self._onEvent(name, b"\n".join(data))
+            self._found.append((name, b"\n".join(data)))
 
 
 class _Tool:
@@ -303,7 +310,7 @@ class StreamTranslator:
         self._messageId = messageId
         self._reasoningFields = reasoningFields
         self._inputTokens = inputTokens
-        self._parser = _SSEParser(self._onEvent, self._onComment)
+        self._parser = _SSEParser()
         self._out: list[bytes] = []
         self._started = False
         self._complete = False
@@ -353,7 +360,7 @@ class StreamTranslator:
             return b""
         if not self._sawEvent and len(self._strayBody) < _MAX_STRAY_BODY:
             self._strayBody += data
-        self._parser.feed(data)
+        self._handle(self._parser.feed(data))
         if len(self._parser.partial) > MAX_LINE and not self._ended:
             self._fail("api_error", "upstream sent an overlong stream line")
         return self._take()
@@ -369,7 +376,7 @@ class StreamTranslator:
         """
         if self._ended:
             return b""
-        self._parser.flush()
+        self._handle(self._parser.flush())
         if not self._ended:
             if self._stopReason is not None:
                 self._end()
@@ -450,6 +457,13 @@ class StreamTranslator:
             return False
         self._fail(*mapStreamError(body["error"]))
         return True
+
+    def _handle(self, found: list[tuple[str, bytes] | None]) -> None:
+        for item in found:
+            if item is None:
+                self._onComment()
+            else:
+                self._onEvent(*item)
 
     def _onComment(self) -> None:
         if not self._ended:
